@@ -1,0 +1,106 @@
+"""The `stream-mmsa` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .config import ConfigError
+
+app = typer.Typer(
+    help="Real-time multimodal sentiment with missing-modality evaluation before generation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="YAML config, e.g. configs/text.yaml")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value overrides")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="checkpoint path")] = None,
+) -> None:
+    """Train with random missingness, select on validation, write a checkpoint + model card."""
+    from .train.run import train_from_config
+
+    try:
+        path = train_from_config(config, overrides or [], out, console)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    console.print(f"[green]checkpoint written:[/] {path}")
+
+
+@app.command("eval")
+def evaluate_command(
+    data: Annotated[Path, typer.Option(help="a label.csv or an MMSA pickle")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="defaults to the bundled text checkpoint")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train / valid / test")] = "valid",
+    missing: Annotated[
+        str, typer.Option(help="complete, modality, element, temporal or all")
+    ] = "complete",
+    imagine: Annotated[str, typer.Option(help="comma list of gate, always, never")] = "gate",
+    seed: Annotated[int, typer.Option(help="seed of the missingness masks")] = 1111,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write rows as JSON")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a robustness plot (PNG)")] = None,
+) -> None:
+    """MMSA-style metrics per missing setting, as a table (and JSON / a plot)."""
+    from .train.run import evaluate_checkpoint
+
+    modes = [m.strip() for m in imagine.split(",") if m.strip()]
+    try:
+        rows, table = evaluate_checkpoint(checkpoint, data, split, missing, modes, seed)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+    print(table)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+        console.print(f"rows written to {json_out}")
+    if plot:
+        from .train.evaluate import plot_robustness
+
+        console.print(f"plot written to {plot_robustness(rows, plot)}")
+
+
+@app.command()
+def ablation(
+    config: Annotated[Path, typer.Option(help="synthetic benchmark config")] = Path(
+        "configs/synthetic.yaml"
+    ),
+    out: Annotated[Path, typer.Option(help="markdown report")] = Path("docs/ablation.md"),
+    seeds: Annotated[str, typer.Option(help="comma list of training seeds")] = "1111,1112,1113",
+) -> None:
+    """Evaluator gate vs always / never imagine vs no prompts on the synthetic benchmark."""
+    from .train.ablation import run_ablation
+
+    try:
+        report = run_ablation(config, [int(s) for s in seeds.split(",")], out, console)
+    except (ConfigError, ValueError) as error:
+        raise _fail(str(error)) from None
+    print(report)
+
+
+@app.command()
+def demo() -> None:
+    """Score bundled example utterances with the default checkpoint."""
+    from .demo import run_demo
+
+    run_demo(console)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,163 @@
+"""Typed configuration: YAML files under configs/ plus `section.key=value` overrides.
+
+Every section forbids unknown keys, so a typo in a config or an override fails
+loudly with the list of valid keys instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .model.config import LossWeights, ModelConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used, with a message meant for people."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where training and validation samples come from.
+
+    kind=label_csv: MMSA-style transcripts with labels, text only (train_paths are
+    label.csv files whose `train` rows are used; valid_path's `valid` rows select).
+    kind=mmsa_pickle: a processed MMSA pickle (train/valid/test inside one file).
+    kind=synthetic: the mechanism benchmark; never a sentiment model.
+    """
+
+    kind: Literal["label_csv", "mmsa_pickle", "synthetic"] = "synthetic"
+    train_paths: list[Path] = Field(default_factory=list)
+    valid_path: Path | None = None
+    synthetic_sizes: tuple[int, int, int] = (3000, 600, 1200)
+
+    @model_validator(mode="after")
+    def _paths_for_real_data(self) -> DataConfig:
+        if self.kind != "synthetic" and not self.train_paths:
+            raise ValueError(f"data.kind={self.kind} needs data.train_paths")
+        return self
+
+
+class TextConfig(_Section):
+    """The text encoder that turns transcripts into token states."""
+
+    model_path: Path | None = None
+    max_tokens: int = Field(64, ge=4, le=512)
+    trainable_top_layers: int = Field(0, ge=0, le=6)
+    lr: float = Field(2e-5, gt=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(6, ge=1)
+    drop_rate: float = Field(0.7, ge=0, le=1)
+    element_noise: float = Field(0.0, ge=0, lt=1)
+    distill: bool = True
+    select_metric: Literal["mae", "Non0_acc_2"] = "mae"
+    device: str = "auto"
+    threads: int = Field(2, ge=1)
+
+
+class Config(_Section):
+    name: str = "default"
+    seed: int = 1111
+    data: DataConfig = Field(default_factory=DataConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossWeights = Field(default_factory=LossWeights)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ["train.lr=3e-4", "data.kind=synthetic"] into a nested dict (values as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            section = Config
+            for part in err["loc"][:-1]:
+                field = section.model_fields.get(str(part))
+                section = field.annotation if field else section
+            valid = ", ".join(getattr(section, "model_fields", {}))
+            lines.append(f"  {where}: unknown key (valid keys here: {valid})")
+        else:
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults) and apply dotted overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists() and (CONFIG_DIR / path).exists():
+            path = CONFIG_DIR / path
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        tree = loaded
+    tree = _merge(tree, parse_overrides(overrides or []))
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as error:
+        source = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{source}:\n{_explain(error)}") from None
+    return _resolve_paths(config)
+
+
+def _resolve_paths(config: Config) -> Config:
+    """Relative data paths in a config file are relative to the repository root."""
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+    data = config.data
+    data.train_paths = [fix(p) for p in data.train_paths]
+    if data.valid_path is not None:
+        data.valid_path = fix(data.valid_path)
+    return config

@@ -1,0 +1,36 @@
+"""The one interface every media source implements (file, synthetic, webcam, mic, WebRTC)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+from ..frames import Frame
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read, naming which one and why."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+class Source(ABC):
+    """Yields audio chunks and video frames stamped on the session clock, in time order.
+
+    `has_audio` / `has_video` are known once the source is open; an absent stream
+    is reported by the engine as a `missing` modality, never as an error.
+    """
+
+    name: str
+    has_audio: bool
+    has_video: bool
+
+    @abstractmethod
+    def frames(self) -> AsyncIterator[Frame]:
+        """Frames until the source ends; raising means the source failed."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release devices, files and connections."""

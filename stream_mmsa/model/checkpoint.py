@@ -1,0 +1,48 @@
+"""Self-contained checkpoints: the config, the weights (τ and the MI bank included), extras.
+
+Loading needs only this package's model code: the file holds the ModelConfig as a plain
+dict and is read with `weights_only=True`, so `extra` must be plain data (dicts, lists,
+strings, numbers, tensors): train config, label scale, metrics, model-card text.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .fusion import FusionModel
+
+FORMAT = "stream_mmsa.fusion/1"
+
+
+def save_checkpoint(
+    path: str | Path, model: FusionModel, extra: dict[str, Any] | None = None
+) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves a truncated checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "config": model.config.model_dump(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[FusionModel, dict[str, Any]]:
+    """-> (model in eval mode on map_location, extra)."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} checkpoint")
+    model = FusionModel(ModelConfig.model_validate(blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(map_location).eval(), blob["extra"]

@@ -1,0 +1,150 @@
+"""Training losses of the fusion model; `compute_training_losses` is the one entry point.
+
+Two flows run on the same samples: the complete flow (before the missing protocol) and
+the missing flow (after it). The complete flow is the teacher: it supplies feature
+targets for self-distillation, reconstruction targets for the generators and pseudo
+labels for the evaluator, always with stop-gradient on the teacher side.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import LossWeights
+from .evaluator import repeat_batch
+from .types import MODALITIES, MultimodalBatch
+
+if TYPE_CHECKING:
+    from .fusion import FusionModel
+
+TERMS = (
+    "task_complete",
+    "task_missing",
+    "distill_feature",
+    "distill_rnc",
+    "disentangle",
+    "imagine_recon",
+    "evaluator",
+    "mi_critic",
+    "confidence",
+)
+"""Logged terms; each has the LossWeights field of the same name as its weight."""
+
+
+def task_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    return F.l1_loss(pred, target) if kind == "l1" else F.smooth_l1_loss(pred, target)
+
+
+def laplace_nll(scale: Tensor, abs_error: Tensor) -> Tensor:
+    """Negative log-likelihood of |error| under a Laplace of scale b (= expected |error|)."""
+    return (abs_error / scale + scale.log()).mean()
+
+
+def masked_mse(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error of a, b (N, M, d) over the (N, M) entries where mask is True."""
+    if not bool(mask.any()):
+        return a.sum() * 0.0
+    return (a - b).pow(2).mean(-1)[mask].mean()
+
+
+def rnc_loss(features: Tensor, labels: Tensor, temperature: float = 2.0) -> Tensor:
+    """Rank-N-Contrast: similarity −L2, label distance L1, negatives of anchor i for
+    positive j are all k ≠ i with |y_i − y_k| ≥ |y_i − y_j|.
+
+    The denominators come from a suffix log-sum-exp over each anchor's samples sorted by
+    label distance, O(N² log N) instead of the O(N³) pairwise mask.
+    """
+    n = features.shape[0]
+    if n < 3:
+        return features.sum() * 0.0
+    diff = features[:, None, :] - features[None, :, :]
+    logits = -(diff.pow(2).sum(-1) + 1e-12).sqrt() / temperature  # eps: finite grad at 0
+    eye = torch.eye(n, dtype=torch.bool, device=features.device)
+    label_dist = (labels[:, None] - labels[None, :]).abs().masked_fill(eye, -1.0)
+    order = label_dist.argsort(dim=1)
+    sorted_dist = label_dist.gather(1, order)
+    suffix = logits.gather(1, order).flip(1).logcumsumexp(1).flip(1)
+    first = torch.searchsorted(sorted_dist, label_dist)  # first k with d_ik >= d_ij
+    denominator = suffix.gather(1, first)
+    return (denominator - logits).masked_select(~eye).mean()
+
+
+@torch.no_grad()
+def gain_targets(model: FusionModel, missing: MultimodalBatch, pseudo: Tensor) -> Tensor:
+    """(B, 3) pseudo-label gain |ŷ_skip − y*| − |ŷ_imagine_m − y*| for every m (used where
+    m is missing), from the current model in eval mode, all four variants in one pass."""
+    was_training = model.training
+    model.eval()
+    b, m = missing.present.shape
+    # rows: imagine text only, audio only, vision only, then nothing
+    variants = torch.eye(m + 1, m, dtype=torch.bool, device=missing.present.device)
+    masks = variants.repeat_interleave(b, 0)
+    score = model.run(repeat_batch(missing, m + 1), imagine_mask=masks).score.view(m + 1, b)
+    model.train(was_training)
+    error = (score - pseudo).abs()
+    return error[m][:, None] - error[:m].T
+
+
+def compute_training_losses(
+    model: FusionModel,
+    complete: MultimodalBatch,
+    missing: MultimodalBatch,
+    weights: LossWeights,
+    distill: bool,
+) -> dict[str, Tensor]:
+    """Every loss term plus "total" = Σ weight · term (disabled terms are logged as 0).
+
+    In the missing flow each missing modality is imagined with probability
+    weights.imagine_prob, so both the imagine and the adapt-without paths the gate chooses
+    between are trained, alone and in combination. Side effect: the MI reference bank is
+    refreshed with the complete flow's target summaries.
+    """
+    if complete.labels is None:
+        raise ValueError("training_losses needs labels on the complete batch")
+    label = complete.labels.to(complete.features[MODALITIES[0]].dtype)
+    lacking = ~missing.present.bool()
+    coin = torch.rand(lacking.shape, device=lacking.device) < weights.imagine_prob
+    teacher = model.run(complete, "always", generators=True)
+    student = model.run(missing, imagine_mask=coin, generators=True)
+    ta, sa = teacher.aux, student.aux
+    zero = label.new_zeros(())
+    terms = dict.fromkeys(TERMS, zero)
+
+    terms["task_complete"] = task_loss(teacher.score, label, weights.task_loss)
+    terms["task_missing"] = task_loss(student.score, label, weights.task_loss)
+    terms["confidence"] = laplace_nll(ta["scale"], (teacher.score.detach() - label).abs())
+    terms["confidence"] = terms["confidence"] + laplace_nll(
+        sa["scale"], (student.score.detach() - label).abs()
+    )
+    if distill:
+        both = sa["used"] & ta["used"]
+        terms["distill_feature"] = F.mse_loss(sa["fused"], ta["fused"].detach()) + masked_mse(
+            sa["streams"], ta["streams"].detach(), both
+        )
+        z = torch.cat([model.rnc_proj(sa["fused"]), model.rnc_proj(ta["fused"]).detach()])
+        terms["distill_rnc"] = rnc_loss(z, torch.cat([label, label]), weights.rnc_temperature)
+    if model.prompts is not None:
+        terms["disentangle"] = model.prompts.disentangle_loss()
+    real = ta["pooled"].detach()
+    has = complete.present.bool()
+    terms["imagine_recon"] = masked_mse(ta["imagined_summary"], real, has) + masked_mse(
+        sa["imagined_summary"], real, has & lacking
+    )
+    if model.critic is not None:
+        for flow in (ta, sa):
+            targets = flow["target_pool"].index_select(0, model.pair_target).detach()
+            nce = model.critic.infonce(flow["pair_pool"].detach(), targets, flow["pair_ok"])
+            terms["mi_critic"] = terms["mi_critic"] + nce
+    if bool(lacking.any()):
+        mix = weights.gain_label_mix
+        pseudo = mix * label + (1.0 - mix) * teacher.score.detach()
+        target = gain_targets(model, missing, pseudo)
+        terms["evaluator"] = F.smooth_l1_loss(student.gain[lacking], target[lacking])
+    model.update_mi_bank(ta["target_pool"], ta["used"])
+
+    total = sum(getattr(weights, name) * value for name, value in terms.items())
+    return {"total": total, **terms}

@@ -1,0 +1,62 @@
+"""Prompts: a shared prompt disentangled into private ones, plus missing-type prompts.
+
+P_m = P_s W_m + Δ_m. Read the two terms MISA-style: P_s W_m is modality m's view of the
+shared (modality-invariant) prompt, Δ_m its modality-specific part. The similarity loss
+keeps every view close to P_s; the difference loss keeps the specific parts orthogonal to
+each other and to the shared view, so the private prompts cannot collapse into copies of
+one another nor drift away from what is common.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .types import MODALITIES
+
+N_PATTERNS = 2 ** len(MODALITIES)
+"""Availability patterns indexed by presence bits (text=1, audio=2, vision=4).
+
+Index 0 (nothing present) never occurs in the 7-pattern protocols but can in a live
+window (silence, no face, no words); it gets its own prompt so the model still answers.
+"""
+
+
+def pattern_index(present: Tensor) -> Tensor:
+    """(B, 3) bool presence -> (B,) long pattern index in [0, 8)."""
+    bits = torch.tensor([1, 2, 4], device=present.device)
+    return (present.long() * bits).sum(-1)
+
+
+def _sq_cos(a: Tensor, b: Tensor) -> Tensor:
+    """Mean squared cosine similarity between the rows of a (..., L, d) and b (..., L, d)."""
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    return (a @ b.transpose(-1, -2)).pow(2).mean()
+
+
+class PromptBank(nn.Module):
+    """Shared, private and missing-type prompts and the per-layer shared-prompt gates α."""
+
+    def __init__(self, d: int, length: int, self_layers: int) -> None:
+        super().__init__()
+        m = len(MODALITIES)
+        self.shared = nn.Parameter(torch.randn(length, d) * 0.1)
+        self.views = nn.Parameter(torch.eye(d).repeat(m, 1, 1))
+        self.specific = nn.Parameter(torch.randn(m, length, d) * 0.02)
+        self.missing_type = nn.Parameter(torch.randn(N_PATTERNS, m, length, d) * 0.1)
+        self.alpha = nn.Parameter(torch.full((self_layers,), 0.1))
+
+    def private(self) -> Tensor:
+        """(3, L, d) private prompts P_m = P_s W_m + Δ_m."""
+        return self.shared @ self.views + self.specific
+
+    def disentangle_loss(self) -> Tensor:
+        """Similarity of each shared view to P_s + orthogonality of the specific parts."""
+        views = self.shared @ self.views  # (3, L, d)
+        similarity = (1.0 - F.cosine_similarity(views, self.shared, dim=-1)).mean()
+        s = self.specific
+        difference = (_sq_cos(s[0], s[1]) + _sq_cos(s[0], s[2]) + _sq_cos(s[1], s[2])) / 3.0
+        difference = difference + _sq_cos(s, views)
+        return similarity + difference

@@ -1,0 +1,88 @@
+"""The deployable sentiment model: an optional trainable text top over the fusion model.
+
+Text features enter as the frozen bottom of the text encoder (cached in training,
+computed live in serving); the last encoder layers, fine-tuned with the fusion
+model, live here so one checkpoint holds everything that was trained and nothing
+that comes from a package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import LossWeights
+from .fusion import FusionModel
+from .types import FusionOutput, MultimodalBatch
+
+
+class SentimentModel(nn.Module):
+    """fusion(text_top(batch)); with no text top the batch goes to the fusion model as is."""
+
+    def __init__(self, fusion: FusionModel, text_top: nn.Module | None = None) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.text_top = text_top
+
+    def prepare(self, batch: MultimodalBatch) -> MultimodalBatch:
+        """Run the trainable text layers over the text states, leaving other modalities alone."""
+        if self.text_top is None:
+            return batch
+        states = self.text_top(batch.features["text"], batch.masks["text"])
+        return replace(batch, features={**batch.features, "text": states})
+
+    def forward(self, batch: MultimodalBatch, imagine: str = "gate") -> FusionOutput:
+        return self.fusion(self.prepare(batch), imagine=imagine)
+
+    def training_losses(
+        self,
+        complete: MultimodalBatch,
+        missing: MultimodalBatch,
+        weights: LossWeights,
+        distill: bool,
+    ) -> dict[str, torch.Tensor]:
+        return self.fusion.training_losses(
+            self.prepare(complete), self.prepare(missing), weights, distill=distill
+        )
+
+    def param_groups(self, lr: float, text_lr: float) -> list[dict[str, Any]]:
+        """The fusion model and the pretrained text layers learn at their own rates."""
+        groups: list[dict[str, Any]] = [{"params": list(self.fusion.parameters()), "lr": lr}]
+        if self.text_top is not None:
+            groups.append({"params": list(self.text_top.parameters()), "lr": text_lr})
+        return groups
+
+
+def save_sentiment_model(path: Path | str, model: SentimentModel, extra: dict[str, Any]) -> None:
+    """One file: fusion weights + config (via save_checkpoint) and the text top's state."""
+    extra = dict(extra)
+    if model.text_top is not None:
+        extra["text_top_state"] = {
+            k: v.detach().cpu().half() for k, v in model.text_top.state_dict().items()
+        }
+    save_checkpoint(path, model.fusion, extra)
+
+
+def load_sentiment_model(
+    path: Path | str, map_location: str | torch.device = "cpu", text_encoder: Any | None = None
+) -> tuple[SentimentModel, dict[str, Any]]:
+    """Rebuild the model; a checkpoint with a text top needs the TextEncoder it was cut from.
+
+    The encoder's `top` (package weights) is overwritten with the trained state, so
+    `text_encoder.encode` and the returned model agree.
+    """
+    fusion, extra = load_checkpoint(path, map_location=map_location)
+    top_state = extra.pop("text_top_state", None)
+    text_top = None
+    if top_state is not None:
+        if text_encoder is None:
+            raise ValueError(f"{path} holds trained text layers: pass the TextEncoder to load it")
+        text_encoder.top.load_state_dict({k: v.float() for k, v in top_state.items()})
+        text_top = text_encoder.top.to(map_location)
+    model = SentimentModel(fusion, text_top).eval()
+    return model, extra

@@ -1,0 +1,70 @@
+"""Turn a config or a path into datasets, whatever the data's form.
+
+label.csv transcripts go through the text encoder's frozen bottom (cached on
+disk); MMSA pickles and the synthetic benchmark already hold features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config, TextConfig
+from ..features.text import TextEncoder, encode_records
+from .datasets import MultimodalDataset, Sample, load_label_csv, load_mmsa_pickle
+from .synthetic import make_synthetic
+
+
+def make_text_encoder(text: TextConfig) -> TextEncoder:
+    return TextEncoder(
+        text.model_path,
+        trainable_top_layers=text.trainable_top_layers,
+        max_tokens=text.max_tokens,
+    )
+
+
+def text_dataset(
+    paths: list[Path], split: str, encoder: TextEncoder, dims: dict[str, int]
+) -> MultimodalDataset:
+    """Rows of `split` from each label.csv, as text-only samples of frozen-bottom states."""
+    records = [r for path in paths for r in load_label_csv(path, split)]
+    states = encode_records(records, encoder)
+    samples = [
+        Sample(r.id, r.label, {"text": states[r.id].float().numpy()}, text=r.text) for r in records
+    ]
+    name = "+".join(p.parent.name for p in paths) + f":{split}"
+    return MultimodalDataset(samples, {**dims, "text": encoder.hidden_size}, name)
+
+
+def is_pickle(path: Path) -> bool:
+    return path.suffix in (".pkl", ".pickle")
+
+
+def load_split(
+    path: Path, split: str, encoder: TextEncoder | None, dims: dict[str, int]
+) -> MultimodalDataset:
+    """One split of a label.csv (needs the text encoder) or of an MMSA pickle."""
+    if is_pickle(path):
+        return load_mmsa_pickle(path, split)
+    if encoder is None:
+        raise ValueError(f"{path} holds transcripts: a text encoder is needed to read it")
+    return text_dataset([path], split, encoder, dims)
+
+
+def datasets_from_config(
+    config: Config,
+) -> tuple[MultimodalDataset, MultimodalDataset, TextEncoder | None]:
+    """(train, valid, text encoder or None) as the config's `data` section describes."""
+    data = config.data
+    dims = dict(config.model.input_dims)
+    if data.kind == "synthetic":
+        splits = make_synthetic(*data.synthetic_sizes, seed=config.seed)
+        return splits["train"], splits["valid"], None
+    if data.kind == "mmsa_pickle":
+        path = data.train_paths[0]
+        valid_path = data.valid_path or path
+        return load_mmsa_pickle(path, "train"), load_mmsa_pickle(valid_path, "valid"), None
+    encoder = make_text_encoder(config.text)
+    train = text_dataset(data.train_paths, "train", encoder, dims)
+    valid_path = data.valid_path or data.train_paths[0]
+    valid = text_dataset([valid_path], "valid", encoder, dims)
+    return train, valid, encoder

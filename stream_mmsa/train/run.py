@@ -1,0 +1,159 @@
+"""The train and eval commands: config → data → fit → checkpoint with its model card."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from ..config import REPO_ROOT, Config, TextConfig, load_config
+from ..model.fusion import FusionModel
+from ..model.sentiment import SentimentModel, load_sentiment_model, save_sentiment_model
+from .evaluate import EvalRow, evaluate, format_table
+from .loading import datasets_from_config, is_pickle, load_split, make_text_encoder
+from .protocols import ModalityPattern, protocol_settings
+from .trainer import TrainResult, fit
+
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "text-mosi-mosei.pt"
+LABEL_SCALE = {"min": -3.0, "max": 3.0, "name": "CMU-MOSI sentiment"}
+
+
+def build_model(config: Config, dims: dict[str, int], text_top: torch.nn.Module | None):
+    """The fusion model sized to the data's dims, under the config's seed."""
+    torch.manual_seed(config.seed)
+    config.model = config.model.model_copy(update={"input_dims": dims})
+    return SentimentModel(FusionModel(config.model), text_top)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def model_card(config: Config, result: TrainResult, n_train: int, n_valid: int, data: str) -> str:
+    """A short markdown card: what trained it, how it was selected, what it cannot know."""
+    m = result.valid_metrics
+    present = [k for k in ("text", "audio", "vision") if k in data]
+    lines = [
+        f"# Model card: {config.name}",
+        "",
+        f"- Trained {datetime.now(UTC):%Y-%m-%d} from commit {_git_commit()} on "
+        f"{platform.machine()} ({'CUDA' if torch.cuda.is_available() else 'CPU'}), "
+        f"seed {config.seed}, {result.seconds / 60:.1f} min, best epoch {result.best_epoch}.",
+        f"- Data: {data}. {n_train} training and {n_valid} validation samples.",
+        "- Selection: early stopping on the validation split only; no test data was seen.",
+        f"- Validation ({config.train.select_metric} selected): "
+        + ", ".join(
+            f"{k} {100 * m[k]:.2f}" if "acc" in k or "F1" in k else f"{k} {m[k]:.3f}"
+            for k in ("Non0_acc_2", "Non0_F1_score", "Has0_acc_2", "Mult_acc_7", "MAE", "Corr")
+            if k in m
+        ),
+        "- Output: score on the CMU-MOSI scale (-3 … 3), confidence, per-modality weights,",
+        "  evaluator decisions for missing modalities.",
+    ]
+    if config.data.kind == "synthetic":
+        lines.append(
+            "- Limits: trained on the synthetic mechanism benchmark. It is NOT a sentiment "
+            "model and must never be used as one."
+        )
+    elif config.data.kind == "label_csv":
+        lines += [
+            "- Limits: trained on transcripts only. Its audio and vision branches never saw",
+            "  real signal: they are untrained, and the evaluator has no basis to imagine",
+            "  them. English only; MOSI/MOSEI are YouTube monologues (opinion videos), so",
+            "  conversational, sarcastic or non-English speech is out of distribution.",
+            "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
+        ]
+    if present:
+        lines.append(f"- Modalities with training signal: {', '.join(present)}.")
+    return "\n".join(lines) + "\n"
+
+
+def train_from_config(
+    config_path: Path, overrides: list[str], out: Path | None, console: Console
+) -> Path:
+    config = load_config(config_path, overrides)
+    torch.set_num_threads(config.train.threads)
+    train, valid, encoder = datasets_from_config(config)
+    text_top = encoder.top if encoder and config.text.trainable_top_layers else None
+    model = build_model(config, train.dims, text_top)
+    console.print(
+        f"[bold]{config.name}[/]: {len(train)} train / {len(valid)} valid samples "
+        f"({train.name} / {valid.name}), "
+        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters"
+    )
+
+    def report(row: dict[str, float]) -> None:
+        console.print(
+            f"epoch {int(row['epoch']):3d}  loss {row['train_total']:.3f}  "
+            f"valid MAE {row['MAE']:.3f}  Non0_acc_2 {100 * row['Non0_acc_2']:.2f}  "
+            f"Corr {row['Corr']:.3f}  (selection MAE {row['select_MAE']:.3f})"
+        )
+
+    result = fit(config, train, valid, model, on_epoch=report)
+    kinds = sorted({m for s in train.samples[:200] for m in s.features})
+    data_desc = f"{train.name} (modalities: {', '.join(kinds)})"
+    card = model_card(config, result, len(train), len(valid), data_desc)
+    out = out or REPO_ROOT / "runs" / f"{config.name}.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, Any] = {
+        "config": config.model_dump(mode="json"),
+        "label_scale": LABEL_SCALE,
+        "valid_metrics": result.valid_metrics,
+        "history": result.history,
+        "model_card": card,
+    }
+    save_sentiment_model(out, result.model, extra)
+    out.with_suffix(".md").write_text(card)
+    return out
+
+
+def load_for_eval(checkpoint: Path | None):
+    """Model, its saved extra, and the text encoder its text layers need (if any)."""
+    path = checkpoint or DEFAULT_CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    probe = torch.load(path, map_location="cpu", weights_only=False)
+    saved = probe.get("extra", probe).get("config", {})
+    encoder = None
+    if saved.get("data", {}).get("kind") == "label_csv":
+        encoder = make_text_encoder(TextConfig.model_validate(saved.get("text", {})))
+    model, extra = load_sentiment_model(path, text_encoder=encoder)
+    return model, extra, encoder
+
+
+def evaluate_checkpoint(
+    checkpoint: Path | None,
+    data: Path,
+    split: str,
+    missing: str,
+    imagine_modes: list[str],
+    seed: int,
+) -> tuple[list[EvalRow], str]:
+    if not data.exists():
+        raise FileNotFoundError(f"data file {data} does not exist")
+    bad = set(imagine_modes) - {"gate", "always", "never"}
+    if bad or not imagine_modes:
+        raise ValueError(f"--imagine takes gate, always and/or never, got {sorted(bad)}")
+    model, extra, encoder = load_for_eval(checkpoint)
+    if encoder is None and not is_pickle(data):
+        raise ValueError(f"this checkpoint takes feature pickles, not transcripts ({data})")
+    dims = dict(model.fusion.config.input_dims)
+    dataset = load_split(data, split, encoder, dims)
+    protocols = [ModalityPattern("complete")] if missing == "complete" else protocol_settings(missing)
+    rows = evaluate(model, dataset, protocols, imagine_modes, seed=seed)
+    title = (
+        f"{dataset.name} ({len(dataset)} samples) · checkpoint {checkpoint or DEFAULT_CHECKPOINT}"
+    )
+    return rows, format_table(rows, title)

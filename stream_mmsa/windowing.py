@@ -1,0 +1,427 @@
+"""The aligner: per-modality feature timelines cut into windows on a fixed cadence.
+
+Extractors feed `Aligner.update` with FeatureUpdates (vectors, a watermark, absent
+stretches). `WindowClock.windows` decides when each window closes and `Aligner.close`
+cuts it: a (T, D) float32 array per modality plus a state the evaluator acts on.
+
+Timing, precisely. Window k (k = 0, 1, ...) ends at (k + 1) * hop and covers
+[max(0, end - length), end): the first windows are shorter than `length`. A vector
+(or word) belongs to the window that holds its midpoint, half-open so that a frame
+at exactly `end` goes to the next window. A clip of duration D has
+floor((D - hop) / hop) + 1 = floor(D / hop) windows (0 if D < hop): see `window_count`.
+
+Text is handled like any modality: the text extractor emits one FeatureVector per
+token state, stamped with its word's [start, end]. The committed words themselves
+go to `Aligner.add_words`, so each window also carries the transcript it covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .events import ModalityState
+from .features.base import FeatureUpdate, FeatureVector
+from .model.types import MODALITIES, MultimodalBatch
+
+EPS = 1e-6
+"""Tolerance for comparing times on the session clock (float seconds)."""
+
+USED_STATES: frozenset[ModalityState] = frozenset({"present", "partial"})
+"""States whose features the model sees; `late` and `missing` go to the evaluator instead."""
+
+
+class WindowConfig(BaseModel):
+    """Window cadence and the thresholds that decide each modality's state.
+
+    Fractions are of the window's own length (shorter at the session start):
+    - processed: the part before the modality's watermark (its extractor has looked at it);
+    - absent: processed and reported empty (no face, no speech, camera off);
+    - covered: processed and not absent.
+    A modality is `late` if processed < late_below (most of the window not yet seen,
+    e.g. ASR lag), else `missing` if absent / processed >= missing_at or no vector fell
+    in the window, else `partial` if covered < present_at, else `present`.
+    late_below is checked first: a window we have barely seen is not yet known to be empty.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    hop: float = Field(0.5, gt=0, description="seconds between window ends")
+    length: float = Field(4.0, gt=0, description="window length in seconds")
+    deadline: float = Field(0.25, ge=0, description="longest wait after a window's end (live)")
+    late_below: float = Field(0.5, gt=0, le=1)
+    missing_at: float = Field(0.9, gt=0, le=1)
+    present_at: float = Field(0.9, gt=0, le=1)
+    max_items: int = Field(8192, ge=16, description="per-modality cap on held vectors and words")
+
+    @model_validator(mode="after")
+    def _length_covers_hop(self) -> WindowConfig:
+        if self.length < self.hop:
+            raise ValueError("window length must be >= hop, or input between windows is never seen")
+        return self
+
+
+def window_count(duration: float, hop: float) -> int:
+    """Windows in a clip of `duration` s: ends at hop, 2·hop, … up to duration inclusive."""
+    return max(0, math.floor(duration / hop + 1e-9))
+
+
+def window_end(index: int, hop: float) -> float:
+    """End time of window `index`: multiplied, not summed, so no drift over long sessions,
+    and rounded to the nanosecond so that 3 · 0.05 reads 0.15 in events."""
+    return round((index + 1) * hop, 9)
+
+
+class TimedWord(Protocol):
+    """A committed word on the session clock (events.Word and ASR words both fit)."""
+
+    @property
+    def word(self) -> str: ...
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One closed window: what the model gets and what the event reports.
+
+    features[m] is (T, D) float32 in time order, or None when no vector fell inside.
+    wall_end: monotonic time (time.monotonic) the window ended on the wall clock (live)
+    or became ready (watermark mode); event latency is measured from it.
+    deadline: monotonic time by which it had to close.
+    """
+
+    session: str
+    index: int
+    start: float
+    end: float
+    features: dict[str, np.ndarray | None]
+    states: dict[str, ModalityState]
+    reasons: dict[str, str]
+    transcript: str
+    wall_end: float
+    deadline: float
+
+    def to_batch(self, dims: Mapping[str, int]) -> MultimodalBatch:
+        """This window as a batch of one; late or missing modalities are masked out.
+
+        A masked modality still gets a (1, 1, D) zero sequence so every batch has the
+        same keys and no zero-length tensor reaches the model.
+        """
+        features, masks, present = {}, {}, []
+        for m in MODALITIES:
+            array = self.features[m]
+            used = array is not None and self.states[m] in USED_STATES
+            if used:
+                if array.shape[1] != dims[m]:
+                    raise ValueError(f"{m} has dim {array.shape[1]}, the model wants {dims[m]}")
+                features[m] = torch.from_numpy(array).unsqueeze(0)
+                masks[m] = torch.ones(1, array.shape[0], dtype=torch.bool)
+            else:
+                features[m] = torch.zeros(1, 1, dims[m])
+                masks[m] = torch.zeros(1, 1, dtype=torch.bool)
+            present.append(used)
+        return MultimodalBatch(
+            features=features,
+            masks=masks,
+            present=torch.tensor([present]),
+            ids=[f"{self.session}:{self.index}"],
+        )
+
+
+@dataclass
+class _Timeline:
+    """One modality's held vectors (sorted by midpoint), watermark and absent stretches."""
+
+    watermark: float = 0.0
+    mids: list[float] = field(default_factory=list)
+    vectors: list[FeatureVector] = field(default_factory=list)
+    absent: list[tuple[float, float, str]] = field(default_factory=list)
+
+    def add_vector(self, vector: FeatureVector) -> None:
+        mid = (vector.start + vector.end) / 2
+        if not self.mids or mid >= self.mids[-1]:
+            self.mids.append(mid)
+            self.vectors.append(vector)
+        else:  # out of order: rare, keep the list sorted
+            i = bisect_left(self.mids, mid)
+            self.mids.insert(i, mid)
+            self.vectors.insert(i, vector)
+
+    def add_absent(self, start: float, end: float, reason: str) -> None:
+        if self.absent:
+            last_start, last_end, last_reason = self.absent[-1]
+            if reason == last_reason and last_start - EPS <= start <= last_end + EPS:
+                self.absent[-1] = (last_start, max(last_end, end), reason)
+                return
+        self.absent.append((start, end, reason))
+
+    def drop_before(self, horizon: float, max_items: int) -> int:
+        """Forget what no future window can hold; returns how many vectors the cap dropped."""
+        k = bisect_left(self.mids, horizon)
+        capped = max(0, len(self.mids) - k - max_items)
+        del self.mids[: k + capped]
+        del self.vectors[: k + capped]
+        self.absent = [a for a in self.absent if a[1] >= horizon][-max_items:]
+        return capped
+
+
+def _absent_within(
+    stretches: Iterable[tuple[float, float, str]], start: float, end: float
+) -> tuple[float, str]:
+    """Length of the union of absent stretches inside [start, end], and the longest reason."""
+    clipped = sorted(
+        (max(s, start), min(e, end), r) for s, e, r in stretches if e > start and s < end
+    )
+    total, cursor = 0.0, start
+    by_reason: dict[str, float] = {}
+    for s, e, r in clipped:
+        by_reason[r] = by_reason.get(r, 0.0) + (e - s)
+        if e > cursor:
+            total += e - max(s, cursor)
+            cursor = e
+    reason = max(by_reason, key=by_reason.__getitem__) if by_reason else ""
+    return total, reason
+
+
+class Aligner:
+    """One session's per-modality timelines; cuts windows on request.
+
+    Modalities get a source through `sources`, `attach`, or their first update; one
+    never attached is `missing` with reason "no source". Memory is bounded: after
+    close(end), nothing that only windows before `end` could use is kept, and each
+    modality holds at most `max_items` vectors (oldest dropped and counted).
+    Call it from the event loop only.
+    """
+
+    def __init__(
+        self, session: str, config: WindowConfig | None = None, sources: Iterable[str] = ()
+    ) -> None:
+        self.session = session
+        self.config = config or WindowConfig()
+        self.ended_at: float | None = None
+        self.dropped: dict[str, int] = dict.fromkeys(MODALITIES, 0)
+        self._timelines: dict[str, _Timeline] = {}
+        self._words: list[tuple[float, str]] = []
+        self._horizon = -math.inf
+        self._changed = asyncio.Event()
+        for modality in sources:
+            self.attach(modality)
+
+    def attach(self, modality: str, at: float = 0.0) -> None:
+        """The modality has a source from session time `at` (again, after a detach)."""
+        _check(modality)
+        timeline = self._timelines.setdefault(modality, _Timeline(watermark=at))
+        if timeline.absent and math.isinf(timeline.absent[-1][1]):
+            s, _, reason = timeline.absent[-1]
+            timeline.absent[-1] = (s, at, reason)
+            timeline.watermark = at  # input after `at` is new and not processed yet
+        self._changed.set()
+
+    def detach(self, modality: str, at: float, reason: str) -> None:
+        """The modality's source stopped at `at` (camera off, track ended).
+
+        Everything after `at` counts as processed and absent with `reason`. Call it once
+        the extractor has been flushed, so its last vectors are already here.
+        """
+        timeline = self._timeline(modality)
+        timeline.add_absent(at, math.inf, reason)
+        timeline.watermark = math.inf
+        self._changed.set()
+
+    def finish(self, at: float) -> None:
+        """The session's input ended at `at`: no window ends after it, none waits any more."""
+        for modality, timeline in self._timelines.items():
+            if not math.isinf(timeline.watermark):
+                self.detach(modality, at, "source ended")
+        self.ended_at = at
+        self._changed.set()
+
+    def update(self, update: FeatureUpdate) -> None:
+        """Take one extractor's output; vectors only closed windows could hold are dropped."""
+        timeline = self._timeline(update.modality)
+        for vector in update.vectors:
+            if (vector.start + vector.end) / 2 < self._horizon:
+                self.dropped[update.modality] += 1
+            else:
+                timeline.add_vector(vector)
+        for start, end, reason in update.absent:
+            timeline.add_absent(start, end, reason)
+        timeline.watermark = max(timeline.watermark, update.watermark)
+        self.dropped[update.modality] += timeline.drop_before(self._horizon, self.config.max_items)
+        self._changed.set()
+
+    def add_words(self, words: Iterable[TimedWord]) -> None:
+        """Committed words (not interim ones) for the windows' transcripts."""
+        for w in words:
+            text = w.word.strip()
+            mid = (w.start + w.end) / 2
+            if text and mid >= self._horizon:
+                i = bisect_left(self._words, mid, key=lambda item: item[0])
+                self._words.insert(i, (mid, text))
+        del self._words[: max(0, len(self._words) - self.config.max_items)]
+
+    def watermark(self, modality: str) -> float:
+        """Session time up to which `modality` is processed (inf once detached)."""
+        timeline = self._timelines.get(modality)
+        return -math.inf if timeline is None else timeline.watermark
+
+    def ready(self, end: float) -> bool:
+        """Whether every attached modality has processed up to `end`, or the input ended."""
+        if self.ended_at is not None:
+            return True
+        return bool(self._timelines) and all(
+            t.watermark >= end - EPS for t in self._timelines.values()
+        )
+
+    async def next_change(self, timeout: float | None = None) -> None:
+        """Return after the next update/attach/detach/finish, or after `timeout` seconds."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def close(self, end: float) -> Window:
+        """Cut the window [max(0, end - length), end) and forget what later windows won't need.
+
+        Ends must be non-decreasing across calls. wall_end and deadline are set to now;
+        WindowClock replaces them with the scheduled times.
+        """
+        cfg = self.config
+        start = max(0.0, round(end - cfg.length, 9))
+        features: dict[str, np.ndarray | None] = {}
+        states: dict[str, ModalityState] = {}
+        reasons: dict[str, str] = {}
+        for m in MODALITIES:
+            timeline = self._timelines.get(m)
+            if timeline is None:
+                features[m], states[m], reasons[m] = None, "missing", "no source"
+                continue
+            lo, hi = bisect_left(timeline.mids, start), bisect_left(timeline.mids, end)
+            inside = timeline.vectors[lo:hi]
+            features[m] = (
+                np.stack([v.vector for v in inside]).astype(np.float32, copy=False)
+                if inside
+                else None
+            )
+            states[m], reasons[m] = self._judge(m, timeline, start, end, len(inside))
+        lo = bisect_left(self._words, start, key=lambda item: item[0])
+        hi = bisect_left(self._words, end, key=lambda item: item[0])
+        transcript = " ".join(text for _, text in self._words[lo:hi])
+
+        self._forget_before(end - cfg.length)
+        now = time.monotonic()
+        return Window(
+            session=self.session,
+            index=round(end / cfg.hop) - 1,
+            start=start,
+            end=end,
+            features=features,
+            states=states,
+            reasons=reasons,
+            transcript=transcript,
+            wall_end=now,
+            deadline=now,
+        )
+
+    def _judge(
+        self, modality: str, timeline: _Timeline, start: float, end: float, count: int
+    ) -> tuple[ModalityState, str]:
+        cfg = self.config
+        length = end - start
+        processed_end = min(max(timeline.watermark, start), end)
+        processed = processed_end - start
+        if processed < cfg.late_below * length - EPS:
+            return "late", f"processed up to {timeline.watermark:.2f}s"
+        absent, reason = _absent_within(timeline.absent, start, processed_end)
+        if absent >= cfg.missing_at * processed - EPS or count == 0:
+            return "missing", reason or ("no words" if modality == "text" else "no data")
+        if processed - absent < cfg.present_at * length - EPS:
+            if processed < length - EPS:
+                return "partial", f"processed up to {timeline.watermark:.2f}s"
+            return "partial", reason
+        return "present", ""
+
+    def _forget_before(self, horizon: float) -> None:
+        self._horizon = max(self._horizon, horizon)
+        for m, timeline in self._timelines.items():
+            self.dropped[m] += timeline.drop_before(self._horizon, self.config.max_items)
+        del self._words[: bisect_left(self._words, self._horizon, key=lambda item: item[0])]
+
+    def _timeline(self, modality: str) -> _Timeline:
+        _check(modality)
+        if modality not in self._timelines:
+            self.attach(modality)
+        return self._timelines[modality]
+
+
+def _check(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+
+
+ClockMode = Literal["realtime", "watermark"]
+
+
+class WindowClock:
+    """Decides when each window of a session closes, and closes it.
+
+    realtime: window k closes at wall time start + end_k + deadline, or earlier, as soon
+      as every attached modality's watermark has passed end_k (the deadline bounds the
+      wait for a late modality; it never holds the window back beyond it).
+    watermark: for files processed as fast as possible (--fast), where wall time means
+      nothing: a window closes once every watermark has passed its end or the input
+      ended, so results do not depend on machine speed or load.
+    In both modes windows end at hop, 2·hop, ...; after `Aligner.finish(D)` the remaining
+    windows up to D close at once and iteration stops after window_count(D, hop) windows.
+    Hop, length and deadline come from the aligner's config, so the two never disagree.
+    """
+
+    def __init__(self, mode: ClockMode = "realtime", *, start: float | None = None) -> None:
+        """`start`: time.monotonic() at session time 0 (default: when iteration begins)."""
+        self.mode = mode
+        self.start = start
+
+    async def windows(self, aligner: Aligner) -> AsyncIterator[Window]:
+        """Closed windows of `aligner`, in order, until its input has ended."""
+        cfg = aligner.config
+        t0 = time.monotonic() if self.start is None else self.start
+        index = 0
+        while True:
+            end = window_end(index, cfg.hop)
+            if self.mode == "realtime":
+                due = t0 + end
+                await _wait_until(aligner, lambda: aligner.ended_at is not None, due)
+                deadline = due + cfg.deadline
+                await _wait_until(aligner, lambda end=end: aligner.ready(end), deadline)
+            else:
+                await _wait_until(aligner, lambda end=end: aligner.ready(end), None)
+            if aligner.ended_at is not None and index >= window_count(aligner.ended_at, cfg.hop):
+                return
+            window = aligner.close(end)
+            if self.mode == "realtime":
+                window = replace(window, wall_end=due, deadline=deadline)
+            yield window
+            index += 1
+
+
+async def _wait_until(aligner: Aligner, predicate: Callable[[], bool], until: float | None) -> None:
+    """Wait until predicate() holds (re-checked on each aligner change) or monotonic `until`."""
+    while not predicate():
+        remaining = None if until is None else until - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return
+        await aligner.next_change(remaining)

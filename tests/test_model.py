@@ -1,0 +1,256 @@
+"""Fusion model: shapes, missing patterns, padding invariance, losses, checkpoints, gate."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from stream_mmsa.model import (
+    MODALITIES,
+    FusionModel,
+    LossWeights,
+    ModelConfig,
+    MultimodalBatch,
+    calibrate_thresholds,
+    load_checkpoint,
+    save_checkpoint,
+)
+from stream_mmsa.model.bench import benchmark_fusion, synthetic_batch
+from stream_mmsa.model.losses import rnc_loss
+
+DIMS = {"text": 24, "audio": 10, "vision": 7}
+LENGTHS = {"text": 9, "audio": 14, "vision": 5}
+PATTERNS = [p for p in itertools.product([True, False], repeat=3) if any(p)]
+MODES = ("gate", "always", "never")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """These models are tiny: one thread avoids OpenMP stalls on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_config(**kw: object) -> ModelConfig:
+    return ModelConfig(input_dims=DIMS, **kw)
+
+
+@pytest.fixture
+def model() -> FusionModel:
+    torch.manual_seed(0)
+    return FusionModel(small_config()).eval()
+
+
+def batch_with(present: list[tuple[bool, bool, bool]], seed: int = 0) -> MultimodalBatch:
+    return synthetic_batch(
+        DIMS, len(present), LENGTHS, torch.tensor(present), ragged=True, seed=seed
+    )
+
+
+def complete_of(batch: MultimodalBatch) -> MultimodalBatch:
+    return replace(batch, present=torch.ones_like(batch.present))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize("mode", MODES)
+def test_output_shapes(model: FusionModel, batch_size: int, mode: str) -> None:
+    batch = synthetic_batch(DIMS, batch_size, LENGTHS, ragged=True)
+    with torch.inference_mode():
+        out = model(batch, imagine=mode)
+    assert out.score.shape == out.confidence.shape == (batch_size,)
+    assert out.weights.shape == out.gain.shape == out.imagined.shape == (batch_size, 3)
+    assert out.imagined.dtype == torch.bool
+    assert bool((out.score.abs() <= 3).all())
+    assert bool(((out.confidence > 0) & (out.confidence <= 1)).all())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_missing_pattern(model: FusionModel, mode: str) -> None:
+    batch = batch_with([*PATTERNS, (False, False, False)])
+    with torch.inference_mode():
+        out = model(batch, imagine=mode)
+    present = batch.present
+    assert bool(torch.isfinite(out.score).all() and torch.isfinite(out.weights).all())
+    assert bool((out.gain[present] == 0).all()) and not bool(out.imagined[present].any())
+    used = present | out.imagined
+    assert bool((out.weights[~used] == 0).all())
+    sums = out.weights.sum(1)
+    assert torch.allclose(sums[used.any(1)], torch.ones(int(used.any(1).sum())), atol=1e-6)
+    if mode == "always":
+        assert bool((out.imagined == ~present).all())
+    if mode == "never":
+        assert not bool(out.imagined.any()) and bool((out.gain == 0).all())
+
+
+def test_never_gives_missing_modalities_zero_weight(model: FusionModel) -> None:
+    batch = batch_with(PATTERNS)
+    with torch.inference_mode():
+        out = model(batch, imagine="never")
+    assert bool((out.weights[~batch.present] == 0).all())
+    assert bool((out.weights[batch.present] > 0).all())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sample_alone_matches_padded_batch(model: FusionModel, mode: str) -> None:
+    batch = batch_with(PATTERNS, seed=3)
+    with torch.inference_mode():
+        together = model(batch, imagine=mode)
+        for i in range(batch.batch_size):
+            lengths = {m: int(batch.masks[m][i].sum()) for m in MODALITIES}
+            alone = MultimodalBatch(
+                features={m: batch.features[m][i : i + 1, : lengths[m]] for m in MODALITIES},
+                masks={m: batch.masks[m][i : i + 1, : lengths[m]] for m in MODALITIES},
+                present=batch.present[i : i + 1],
+            )
+            out = model(alone, imagine=mode)
+            for name in ("score", "confidence", "weights", "gain"):
+                got, want = getattr(out, name)[0], getattr(together, name)[i]
+                assert torch.allclose(got, want, atol=1e-5), (name, i, got, want)
+            assert torch.equal(out.imagined[0], together.imagined[i])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_missing_and_masked_features_are_ignored(model: FusionModel, mode: str) -> None:
+    batch = batch_with(PATTERNS, seed=5)
+    garbage = {}
+    for j, m in enumerate(MODALITIES):
+        x = batch.features[m].clone()
+        hidden = ~(batch.masks[m] & batch.present[:, j : j + 1])
+        x[hidden] = torch.randn_like(x[hidden]) * 1e4
+        x[hidden & (torch.rand(hidden.shape) < 0.3)] = float("nan")
+        garbage[m] = x
+    with torch.inference_mode():
+        clean = model(batch, imagine=mode)
+        dirty = model(replace(batch, features=garbage), imagine=mode)
+    assert torch.allclose(clean.score, dirty.score, atol=1e-6)
+    assert torch.allclose(clean.gain, dirty.gain, atol=1e-6)
+
+
+def test_empty_and_unseen_inputs_still_answer(model: FusionModel) -> None:
+    """A window with no modality at all, or zero text tokens, must not crash or give NaN."""
+    batch = synthetic_batch(
+        DIMS, 2, {"text": 0, "audio": 4, "vision": 3}, torch.tensor([[False, True, False]] * 2)
+    )
+    nothing = replace(batch, present=torch.zeros(2, 3, dtype=torch.bool))
+    with torch.inference_mode():
+        for b in (batch, nothing):
+            out = model(b)
+            assert bool(torch.isfinite(out.score).all() and torch.isfinite(out.confidence).all())
+    assert bool((model(nothing, imagine="never").weights == 0).all())
+
+
+@pytest.mark.parametrize("kw", [{}, {"use_prompts": False}, {"dynamic_weighting": False}])
+def test_training_losses_finite_and_reach_every_part(kw: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    model = FusionModel(small_config(**kw)).train()
+    missing = batch_with(PATTERNS * 2)
+    losses = model.training_losses(complete_of(missing), missing, LossWeights(), distill=True)
+    assert "total" in losses
+    assert all(bool(torch.isfinite(v)) for v in losses.values()), losses
+    losses["total"].backward()
+    for p in model.parameters():
+        assert p.grad is None or bool(torch.isfinite(p.grad).all())
+    parts = [model.imagination.queries, model.imagination.kv.weight, model.evaluator.context.weight]
+    parts += [model.evaluator.head[-1].weight, model.encoders[0].weight]
+    if model.prompts is not None:
+        prompts = model.prompts
+        parts += [
+            prompts.shared,
+            prompts.views,
+            prompts.specific,
+            prompts.missing_type,
+            prompts.alpha,
+        ]
+    if model.critic is not None:
+        parts += [model.critic.a, model.weight_scale]
+    for p in parts:
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0
+
+
+def test_tiny_overfit_lowers_loss() -> None:
+    torch.manual_seed(0)
+    model = FusionModel(small_config(d_model=16, self_layers=1, dropout=0.0)).train()
+    missing = batch_with(PATTERNS * 2, seed=1)
+    complete = complete_of(missing)
+    weights = LossWeights()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    history = []
+    for _ in range(25):
+        losses = model.training_losses(complete, missing, weights, distill=True)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        optimizer.step()
+        history.append(float(losses["task_complete"].detach() + losses["task_missing"].detach()))
+    assert sum(history[-5:]) < 0.5 * sum(history[:5]), history
+
+
+def test_checkpoint_round_trip(tmp_path, model: FusionModel) -> None:
+    model.tau.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    model.mi_bank.normal_()
+    path = tmp_path / "sub" / "model.pt"
+    save_checkpoint(path, model, {"label_scale": 3.0, "card": "research use only"})
+    loaded, extra = load_checkpoint(path, map_location="cpu")
+    assert extra == {"label_scale": 3.0, "card": "research use only"}
+    assert loaded.config == model.config and not loaded.training
+    batch = batch_with(PATTERNS)
+    with torch.inference_mode():
+        for mode in MODES:
+            a, b = model(batch, imagine=mode), loaded(batch, imagine=mode)
+            assert torch.equal(a.score, b.score) and torch.equal(a.imagined, b.imagined)
+
+
+def test_calibrated_tau_is_no_worse_than_zero(model: FusionModel) -> None:
+    batches = [batch_with(PATTERNS * 3, seed=s) for s in range(3)]
+    result = calibrate_thresholds(model, batches)
+    assert result.mae_calibrated <= result.mae_at_zero
+    assert torch.equal(model.tau, torch.tensor(result.tau))
+    with torch.inference_mode():
+        errors = [(model(b).score - b.labels).abs() for b in batches]
+    assert abs(float(torch.cat(errors).mean()) - result.mae_calibrated) < 1e-5
+
+
+def test_rnc_matches_definition() -> None:
+    torch.manual_seed(0)
+    z, y = torch.randn(9, 4), torch.tensor([0.0, 1.0, 1.0, -2.0, 0.5, 3.0, 1.0, -0.4, 0.0])
+    s = -torch.cdist(z, z) / 2.0
+    d = (y[:, None] - y[None, :]).abs()
+    terms = []
+    for i in range(9):
+        for j in range(9):
+            if i != j:
+                negatives = [k for k in range(9) if k != i and d[i, k] >= d[i, j]]
+                terms.append(-s[i, j] + torch.logsumexp(s[i, negatives], 0))
+    assert torch.allclose(rnc_loss(z, y, 2.0), torch.stack(terms).mean(), atol=1e-5)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValidationError):
+        ModelConfig(input_dims={"text": 3, "audio": 2})
+    with pytest.raises(ValidationError):
+        ModelConfig(d_model=30, heads=4)
+    with pytest.raises(ValidationError):
+        ModelConfig(unknown=1)
+    with pytest.raises(ValidationError):
+        LossWeights(distil=1.0)
+    assert ModelConfig().input_dims == {"text": 384, "audio": 74, "vision": 35}
+
+
+def test_benchmark_rows(model: FusionModel) -> None:
+    rows = benchmark_fusion(model, batch_sizes=(1, 3), seq_len=6, repeats=3, warmup=1)
+    assert len(rows) == 6 and all(r["windows_per_s"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(model: FusionModel) -> None:
+    batch = batch_with(PATTERNS)
+    with torch.inference_mode():
+        want = model(batch).score
+        got = model.to("cuda")(batch.to("cuda")).score.cpu()
+    assert torch.allclose(got, want, atol=1e-4)
