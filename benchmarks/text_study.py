@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import math
 import re
 import statistics
@@ -30,15 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from stream_mmsa.features.text import TextEncoder, encode_records, pad_states
+from stream_mmsa.train.datasets import TextRecord, load_label_csv
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@dataclass(frozen=True)
-class Record:
-    id: str
-    text: str
-    label: float
 
 
 def normalize_text(text: str) -> str:
@@ -47,18 +40,9 @@ def normalize_text(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
 
-def load_split(dataset: str, split: str, normalize: bool) -> list[Record]:
-    """Rows of <DATA>/<dataset>/label.csv for one split (read here: no project loader yet)."""
-    with open(DATA / dataset / "label.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["mode"] == split]
-    return [
-        Record(
-            f"{r['video_id']}$_${r['clip_id']}",
-            normalize_text(r["text"]) if normalize else r["text"],
-            float(r["label"]),
-        )
-        for r in rows
-    ]
+def load_split(dataset: str, split: str, normalize: bool) -> list[TextRecord]:
+    records = load_label_csv(DATA / dataset / "label.csv", split)
+    return [replace(r, text=normalize_text(r.text)) for r in records] if normalize else records
 
 
 @dataclass(frozen=True)
@@ -230,7 +214,7 @@ def train(
             yield mosi
 
     valid = {"mosi": data["mosi_valid"], "mosei": data["mosei_valid"]}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     state, history = run_epochs(
         model, optimizer, mixed(), setup.max_epochs, setup.patience, valid, gen
     )
@@ -245,7 +229,7 @@ def train(
         )
         history += tail[1:]
         model.load_state_dict(state)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     best = evaluate(model, data["mosi_valid"])
     top_params = sum(p.numel() for p in model.top.parameters())
     head_params = sum(p.numel() for p in model.head.parameters())
@@ -256,6 +240,7 @@ def train(
         "epochs": epochs,
         "best_epoch": min(range(len(history)), key=lambda i: history[i]["mosi"]["MAE"]),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "top_mb16": top_params * 2 / 1e6,
         "state_mb32": (top_params + head_params) * 4 / 1e6,
     }
@@ -301,6 +286,7 @@ def main() -> None:
         rows.append(
             f"{name:16}{cells}  epochs {[r['best_epoch'] for r in results]}"
             f"  {statistics.mean(r['seconds'] for r in results):.0f} s/seed"
+            f" ({statistics.mean(r['cpu_seconds'] for r in results):.0f} s CPU)"
             f"  top {results[0]['top_mb16']:.1f} MB fp16,"
             f" top+head {results[0]['state_mb32']:.1f} MB fp32"
         )

@@ -95,11 +95,62 @@ def ablation(
 
 
 @app.command()
-def demo() -> None:
-    """Score bundled example utterances with the default checkpoint."""
+def run(
+    source: Annotated[Path, typer.Argument(help="a media file (audio, video or both)")],
+    config: Annotated[Path | None, typer.Option(help="YAML config with an engine: section")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="section.key=value override")
+    ] = None,
+    fast: Annotated[bool, typer.Option(help="as fast as possible, not at real-time pace")] = False,
+    jsonl: Annotated[
+        str | None, typer.Option(help="write events as JSON lines (- = stdout)")
+    ] = None,
+    ws: Annotated[str | None, typer.Option(help="serve events on ws://HOST:PORT/events")] = None,
+    db: Annotated[Path | None, typer.Option(help="append events to this SQLite log")] = None,
+) -> None:
+    """Run the engine on a media file: live view, events to the sinks, summary at the end."""
+    import asyncio
+
+    from .config import load_config
+    from .live import run_file
+    from .media.sources.base import SourceError
+
+    if not source.exists():
+        raise _fail(f"source {source} does not exist")
+    try:
+        engine = load_config(config, overrides or []).engine
+        asyncio.run(run_file(source, engine, fast=fast, jsonl=jsonl, ws=ws, db=db, console=console))
+    except (ConfigError, SourceError, FileNotFoundError, ValueError) as error:
+        raise _fail(str(error)) from None
+
+
+@app.command()
+def bench(
+    source: Annotated[Path | None, typer.Argument(help="media file (default: the sample)")] = None,
+    stages: Annotated[
+        str, typer.Option(help="comma list of model, face, acoustic, asr, engine")
+    ] = "model,face,acoustic,asr,engine",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write all figures")] = None,
+) -> None:
+    """Measure every budget of DESIGN.md on the bundled sample; prints a markdown table."""
+    from .bench import SAMPLE, markdown, run_bench
+    from .config import EngineConfig
+
+    results = run_bench(source or SAMPLE, EngineConfig(), [s.strip() for s in stages.split(",")])
+    print(markdown(results))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(results, indent=2, default=str))
+
+
+@app.command()
+def demo(
+    fast: Annotated[bool, typer.Option(help="as fast as possible, not at real-time pace")] = False,
+) -> None:
+    """Run the engine on the bundled sample: live events, websocket, SQLite log, summary."""
     from .demo import run_demo
 
-    run_demo(console)
+    run_demo(console, fast)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .model.config import LossWeights, ModelConfig
+from .windowing import WindowConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -71,6 +72,19 @@ class TrainConfig(_Section):
     threads: int = Field(2, ge=1)
 
 
+class EngineConfig(_Section):
+    """The streaming engine: window cadence, models, and how missing modalities are handled."""
+
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    checkpoint: Path | None = None
+    imagine: Literal["gate", "always", "never"] = "gate"
+    asr_model: str = "tiny.en"
+    asr_model_path: str | None = None
+    threads: int = Field(2, ge=1)
+    face_max_fps: float = Field(10.0, gt=0)
+    max_batch: int = Field(32, ge=1)
+
+
 class Config(_Section):
     name: str = "default"
     seed: int = 1111
@@ -79,6 +93,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossWeights = Field(default_factory=LossWeights)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,56 +1,72 @@
-"""`stream-mmsa demo`: the default checkpoint on bundled utterances, and the mechanism table."""
+"""`stream-mmsa demo`: the bundled sample through the engine, with every sink switched on.
+
+A websocket client subscribes to the engine's own hub and the SQLite log is read
+back at the end, so the demo shows that events reach all three sinks.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 from pathlib import Path
 
-import torch
+import aiohttp
 from rich.console import Console
-from rich.table import Table
 
-from .events import sentiment_label
-from .model.types import MODALITIES, MultimodalBatch
+from .bench import SAMPLE
+from .config import EngineConfig
+from .live import run_file
+from .sinks.eventlog import list_sessions
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "utterances.txt"
-
-
-def _text_batch(states: torch.Tensor, mask: torch.Tensor, dims: dict[str, int]) -> MultimodalBatch:
-    """Text-only batch: audio and vision absent (present False, one zero placeholder step)."""
-    n = states.shape[0]
-    features = {"text": states}
-    masks = {"text": mask}
-    for m in MODALITIES[1:]:
-        features[m] = torch.zeros(n, 1, dims[m])
-        masks[m] = torch.zeros(n, 1, dtype=torch.bool)
-    present = torch.tensor([[True, False, False]]).repeat(n, 1)
-    return MultimodalBatch(features, masks, present)
+OUT = Path("out")
 
 
-def score_texts(texts: list[str]) -> list[tuple[str, float, float]]:
-    """(text, score, confidence) from the default checkpoint."""
-    from .train.run import load_for_eval
-
-    model, _, encoder = load_for_eval(None)
-    states, mask = encoder.encode_bottom(texts)
-    dims = dict(model.fusion.config.input_dims)
-    with torch.inference_mode():
-        out = model(_text_batch(states, mask, dims))
-    return [
-        (t, float(s), float(c)) for t, s, c in zip(texts, out.score, out.confidence, strict=True)
-    ]
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
-def run_demo(console: Console) -> None:
-    torch.set_num_threads(2)
-    texts = [line.strip() for line in EXAMPLES.read_text().splitlines() if line.strip()]
-    table = Table(title="Default text checkpoint on examples/utterances.txt")
-    for column in ("utterance", "score", "label", "confidence"):
-        table.add_column(column)
-    for text, score, confidence in score_texts(texts):
-        table.add_row(text, f"{score:+.2f}", sentiment_label(score), f"{confidence:.2f}")
-    console.print(table)
+async def _count_ws_events(url: str, counter: list[int]) -> None:
+    """Subscribe to the hub like any client would (retrying until the server is up)."""
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.ws_connect(url) as ws:
+                    async for message in ws:
+                        if message.type == aiohttp.WSMsgType.TEXT:
+                            counter[0] += 1
+                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.2)
 
-    from .train.ablation import MECHANISM_CHECKPOINT, mechanism_table
 
-    if MECHANISM_CHECKPOINT.exists():
-        console.print(mechanism_table())
+async def _demo(console: Console, fast: bool) -> None:
+    OUT.mkdir(exist_ok=True)
+    db, jsonl = OUT / "demo.sqlite", OUT / "demo-events.jsonl"
+    db.unlink(missing_ok=True)
+    port = _free_port()
+    received = [0]
+    client = asyncio.create_task(_count_ws_events(f"http://127.0.0.1:{port}/events", received))
+    await run_file(
+        SAMPLE,
+        EngineConfig(),
+        fast=fast,
+        jsonl=str(jsonl),
+        ws=f"127.0.0.1:{port}",
+        db=db,
+        console=console,
+    )
+    client.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await client
+    logged = sum(seq + 1 for seq in list_sessions(db).values())
+    console.print(
+        f"events: {received[0]} received by a websocket client, {logged} in {db}, "
+        f"JSON lines in {jsonl}"
+    )
+
+
+def run_demo(console: Console, fast: bool = False) -> None:
+    asyncio.run(_demo(console, fast))

@@ -168,8 +168,8 @@ def test_training_losses_finite_and_reach_every_part(kw: dict[str, object]) -> N
             prompts.missing_type,
             prompts.alpha,
         ]
-    if model.critic is not None:
-        parts += [model.critic.a, model.weight_scale]
+    if model.weighting is not None:
+        parts += [model.weighting.critic.a, model.weighting.temperature]
     for p in parts:
         assert p.grad is not None and float(p.grad.abs().sum()) > 0
 
@@ -193,7 +193,7 @@ def test_tiny_overfit_lowers_loss() -> None:
 
 def test_checkpoint_round_trip(tmp_path, model: FusionModel) -> None:
     model.tau.copy_(torch.tensor([0.1, -0.2, 0.3]))
-    model.mi_bank.normal_()
+    model.weighting.bank.normal_()
     path = tmp_path / "sub" / "model.pt"
     save_checkpoint(path, model, {"label_scale": 3.0, "card": "research use only"})
     loaded, extra = load_checkpoint(path, map_location="cpu")

@@ -61,7 +61,7 @@ def test_package_when_nothing_cached(fake_package: Path) -> None:
 
 
 def test_explicit_path_must_hold_a_model(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         resolve_model_path(DEFAULT_MODEL, tmp_path)
 
 

@@ -7,8 +7,9 @@ buffer (1.2 s of compute per audio second measured here). Instead:
 - Silero VAD (shipped in faster-whisper) gates decoding: silence is never decoded, which is
   what removes hallucinations on silence, and a pause ends the utterance and commits its tail.
 - Every `step_s` of speech, only a bounded window is decoded: the uncommitted tail plus about
-  `context_s` of already committed audio. CTranslate2's encoder takes windows shorter than
-  30 s, and its cost is about linear in length, so a step costs O(window), not O(session).
+  `context_s` of already committed audio, followed by `pad_s` of silence (without it Whisper
+  does not see where speech stops and loops). CTranslate2's encoder takes windows shorter
+  than 30 s at a cost about linear in length, so a step costs O(window), not O(session).
 - The committed words inside the window are forced as the decoder prefix and older committed
   text is the prompt: the decoder only predicts the new words, and the window can start in a
   gap between committed words instead of in the middle of the next one.
@@ -130,6 +131,8 @@ class AsrConfig:
     vad_threshold: float = 0.5
     min_silence_s: float = 0.5
     """Silence that ends an utterance (and commits its tail)."""
+    min_speech_s: float = 0.2
+    """Utterances with less speech than this (clicks, coughs) are dropped undecoded."""
     speech_pad_s: float = 0.25
     """Audio kept before speech onset and after its end, as Silero's own pad."""
     max_gap_fill_s: float = 1.0
@@ -190,8 +193,8 @@ def cut_repetition(words: Sequence[Word], max_ngram: int = 6) -> list[Word]:
     return list(words)
 
 
-def cut_collapsed(words: Sequence[Word], min_duration: float = 0.02) -> list[Word]:
-    """Truncate before the first two consecutive words of (almost) zero duration.
+def cut_collapsed(words: Sequence[Word], min_duration: float = 0.03) -> list[Word]:
+    """Truncate before the first two consecutive words shorter than two DTW frames (40 ms).
 
     DTW alignment squeezes tokens that have no audio behind them into one frame: a run of
     zero-length words is how a hallucinated continuation (often a repeat of the prompt or
@@ -560,31 +563,39 @@ class TranscriberCore:
 
     def flush(self) -> TranscriptUpdate:
         """End of input: decode and commit whatever speech is buffered."""
-        if self._end is not None:
-            if self._open:
-                self._finalize(self._end)
-            self._speech = False
-            self._silence_frames = 0
-            self._decoded_to = max(self._decoded_to, self._end)
+        self._close_input()
         return self._update()
 
     @property
-    def watermark(self) -> float:
-        return self._decoded_to
+    def _vad_time(self) -> float:
+        """End of the last VAD frame, counted in frames so that times never drift."""
+        return self._vad_origin + self._vad_frames * self._frame_s
 
     # -- input
+
+    def _close_input(self) -> None:
+        """Finalize the open utterance: the input ends here (flush or a long gap)."""
+        if self._end is None:
+            return
+        if self._open:
+            self._finalize(self._end)
+        self._speech = False
+        self._silence_frames = 0
+        self._decoded_to = max(self._decoded_to, self._end)
 
     def _restart(self, time_s: float) -> None:
         """Start an empty stream at `time_s` (first chunk, long input gap, or skip)."""
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = time_s
         self._end = time_s
-        self._vad_time = time_s
+        self._vad_origin = time_s
+        self._vad_frames = 0
         self._decoded_to = time_s
         self._last_step = -math.inf
         self._speech = False
         self._open = False
         self._silence_frames = 0
+        self._speech_frames = 0
         self._context: list[Word] = []
         self._hyp: list[Word] = []
         self.vad.reset()
@@ -595,7 +606,7 @@ class TranscriberCore:
         assert self._end is not None
         gap = start - self._end
         if gap > self.config.max_gap_fill_s:
-            self.flush()
+            self._close_input()
             self._restart(start)
         elif gap > _TIME_TOLERANCE:
             samples = np.concatenate([np.zeros(round(gap * AUDIO_RATE), np.float32), samples])
@@ -614,15 +625,17 @@ class TranscriberCore:
 
     def _on_frame(self, prob: float) -> None:
         cfg = self.config
-        self._vad_time += self._frame_s
+        self._vad_frames += 1
         now = self._vad_time
         if prob >= cfg.vad_threshold:
             self._silence_frames = 0
             self._speech = True
             if not self._open:  # onset: the window starts a pad before this frame
                 self._open = True
+                self._speech_frames = 0
                 self._cut(now - self._frame_s - cfg.speech_pad_s)
                 self._decoded_to = max(self._decoded_to, self._buf_start)
+            self._speech_frames += 1
         elif self._speech and (prob < cfg.vad_threshold - 0.15 or self._silence_frames):
             self._silence_frames += 1
             silence = self._silence_frames * self._frame_s
@@ -633,7 +646,9 @@ class TranscriberCore:
                 return
         if (
             self._open
-            and now - self._buf_start >= cfg.min_window_s
+            and self._silence_frames == 0  # in a pause the closing decode comes soon anyway
+            and self._speech_frames * self._frame_s >= cfg.min_speech_s
+            and now - self._buf_start >= cfg.min_window_s - 1e-9
             and now - self._last_step >= cfg.step_s - 1e-9
         ):
             self._step(now)
@@ -660,8 +675,10 @@ class TranscriberCore:
     def _finalize(self, end: float) -> None:
         """The utterance ended at `end`: its whole tail is final."""
         end = min(end, self._end if self._end is not None else end)
-        if end > self._buf_start:
+        speech = self._speech_frames * self._frame_s
+        if end > self._buf_start and speech >= self.config.min_speech_s:
             self._commit(self._decode(end))
+        self._decoded_to = max(self._decoded_to, end)
         self._hyp = []
         self._open = False
         self._last_step = -math.inf
@@ -686,9 +703,10 @@ class TranscriberCore:
             self.stats.rejected += 1
             return []
         # Words aligned into the padding (or squeezed onto the window end) have no audio.
-        words = cut_repetition(
-            cut_collapsed([w for w in hyp.words if w.start < length - _NO_AUDIO_S])
-        )
+        words = cut_collapsed([w for w in hyp.words if w.start < length - _NO_AUDIO_S])
+        # A loop may start by repeating the forced prefix: check it together with the new words.
+        kept = len(cut_repetition(self._context + words)) - len(self._context)
+        words = words[: max(kept, 0)]
         if hyp.truncated:
             words = words[:-1]
         if len(words) < len(hyp.words):
@@ -782,8 +800,8 @@ class StreamingTranscriber:
     Decoding runs on the shared model's single worker thread, never on the event loop.
     With `max_pending_s` set (real time), push returns after at most its chunk's duration:
     a caller awaiting every push keeps real-time pace, audio arriving during a slow decode
-    queues here and is decoded as one backlog (or skipped beyond the bound), and results
-    not ready yet come with a later push. With `max_pending_s=None`, push waits for them.
+    queues here and goes to the next job (its oldest part skipped beyond the bound), and
+    results not ready yet come with a later push. With `max_pending_s=None`, push waits.
     """
 
     def __init__(self, model: WhisperAsr | None = None, config: AsrConfig | None = None) -> None:
@@ -818,8 +836,8 @@ class StreamingTranscriber:
                 await asyncio.wait({self._job}, timeout=left)
                 if not self._job.done():
                     break
-                self._ready.append(self._job.result())
-                self._job = None
+                job, self._job = self._job, None
+                self._ready.append(job.result())  # a decoder error surfaces here, once
             if not self._inbox:
                 break
             batch, self._inbox = self._inbox, []
@@ -829,8 +847,8 @@ class StreamingTranscriber:
     async def flush(self) -> TranscriptUpdate:
         """End of input: wait for the running decode, then decode and commit the rest."""
         if self._job is not None:
-            self._ready.append(await self._job)
-            self._job = None
+            job, self._job = self._job, None
+            self._ready.append(await job)
         batch, self._inbox = self._inbox, []
         loop = asyncio.get_running_loop()
         self._ready.append(

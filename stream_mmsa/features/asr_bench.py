@@ -118,10 +118,15 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 def _stream_once(
     model: WhisperAsr, config: AsrConfig, audio: np.ndarray, chunk_seconds: float
 ) -> dict:
-    """One simulated real-time pass; returns compute, latencies and the final words."""
+    """One simulated real-time pass; returns compute, latencies and the final words.
+
+    compute_s is wall time inside push/flush (what latency sees); cpu_s is the process's CPU
+    time over the pass, all threads, which a busy machine inflates less.
+    """
     core = TranscriberCore(model, config, SileroVad() if config.vad else None)
     step = round(chunk_seconds * AUDIO_RATE)
     clock = compute = 0.0
+    cpu_started = time.process_time()
     finals: list[tuple[Word, float]] = []
     first_seen: list[tuple[str, float, float]] = []  # (word, start, simulated time)
 
@@ -149,6 +154,7 @@ def _stream_once(
     finals.extend((w, clock) for w in update.final)
     see(update.final, clock)
 
+    cpu = time.process_time() - cpu_started
     commit = [at - w.end for w, at in finals]
     interim = []
     for w, at in finals:
@@ -157,6 +163,7 @@ def _stream_once(
         interim.append(min([*seen, at]) - w.end)
     return {
         "compute_s": compute,
+        "cpu_s": cpu,
         "commit": commit,
         "interim": interim,
         "words": [w for w, _ in finals],
@@ -176,7 +183,8 @@ def benchmark_streaming_asr(
     """Streaming vs offline on one file: compute per audio second, latency, WER.
 
     Compute figures are medians over `runs` (the machine is shared); latencies pool all runs.
-    Offline is one greedy `WhisperModel.transcribe` pass over the whole file with the same model.
+    Offline is one greedy `WhisperModel.transcribe` pass over the whole file with the same model
+    (the streaming decoder is greedy too); `offline_default_*` uses faster-whisper's defaults.
     """
     config = config or AsrConfig()
     model = model or load_asr_model(
@@ -188,12 +196,15 @@ def benchmark_streaming_asr(
     audio = load_audio(wav_path)
     duration = len(audio) / AUDIO_RATE
     passes = [_stream_once(model, config, audio, chunk_seconds) for _ in range(runs)]
-    offline_times, offline_text = [], ""
+    offline_times, default_times, offline_text = [], [], ""
     for _ in range(runs):
         started = time.perf_counter()
         segments, _ = model.whisper.transcribe(audio, beam_size=1, temperature=0.0)
         offline_text = " ".join(s.text.strip() for s in segments)  # the generator decodes here
         offline_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        list(model.whisper.transcribe(audio)[0])  # faster-whisper defaults: beam 5, fallback
+        default_times.append(time.perf_counter() - started)
     stream_text = " ".join(w.word for w in passes[0]["words"])
     stream_rtf = statistics.median(p["compute_s"] for p in passes) / duration
     offline_rtf = statistics.median(offline_times) / duration
@@ -207,8 +218,10 @@ def benchmark_streaming_asr(
         "runs": runs,
         "load": os.getloadavg(),
         "stream_compute_per_audio_s": stream_rtf,
+        "stream_cpu_per_audio_s": statistics.median(p["cpu_s"] for p in passes) / duration,
         "offline_compute_per_audio_s": offline_rtf,
         "stream_over_offline": stream_rtf / offline_rtf if offline_rtf else None,
+        "offline_default_compute_per_audio_s": statistics.median(default_times) / duration,
         "commit_latency_median_s": _percentile(commit, 50),
         "commit_latency_p95_s": _percentile(commit, 95),
         "interim_latency_median_s": _percentile(interim, 50),

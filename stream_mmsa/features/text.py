@@ -158,6 +158,8 @@ class TextEncoder:
         deterministic even if a trainer left it in train mode.
         """
         states, mask = self.encode_bottom(texts)
+        if not texts:
+            return states, mask
         was_training = self.top.training
         self.top.eval()
         try:

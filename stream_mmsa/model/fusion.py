@@ -15,8 +15,9 @@ Flow for one batch (every step batched over samples, modalities and pairs):
             target receives are mixed by a softmax over their MI estimates.
 6. self     a self-attention stack per target; the shared prompt is added back to the
             prompt slots after every layer with a learned α_k (multi-level connection).
-7. readout  masked mean over data tokens, MI-based softmax weights over the streams,
-            residual MLP head -> score in [-3, 3], a Laplace scale head -> confidence.
+7. readout  masked mean over data tokens; softmax stream weights from the MI estimates
+            plus learned per-modality and imagined-stream biases (skipped streams get 0);
+            residual MLP head -> score in [-3, 3]; a Laplace scale head -> confidence.
 """
 
 from __future__ import annotations
@@ -34,14 +35,11 @@ from .layers import GroupedBlock, Positions, additive_mask, masked_mean, masked_
 from .losses import compute_training_losses
 from .prompts import PromptBank, pattern_index
 from .types import MODALITIES, FusionOutput, MultimodalBatch
-from .weighting import MICritic
+from .weighting import PAIR_SOURCE, PAIR_TARGET, StreamWeighting
 
 ImagineMode = Literal["gate", "always", "never"]
 IMAGINE_MODES: tuple[str, ...] = ("gate", "always", "never")
 SCORE_RANGE = 3.0
-PAIR_TARGET = (0, 0, 1, 1, 2, 2)
-PAIR_SOURCE = (1, 2, 0, 2, 0, 1)
-"""The six ordered pairs (target <- source), grouped by target so pairs view as (3, 2)."""
 
 
 class FusionModel(nn.Module):
@@ -69,9 +67,11 @@ class FusionModel(nn.Module):
             GroupedBlock(m, d, cfg.heads, ff, cfg.dropout, cross=False)
             for _ in range(cfg.self_layers)
         )
-        self.critic = MICritic(len(PAIR_TARGET), d, cfg.critic_dim) if self.uses_mi else None
-        self.weight_scale = nn.Parameter(torch.ones(()))
-        self.weight_bias = nn.Parameter(torch.zeros(m, 1))
+        self.weighting = (
+            StreamWeighting(d, cfg.critic_dim, cfg.mi_bank_size)
+            if cfg.use_prompts and cfg.dynamic_weighting
+            else None
+        )
         self.stream_gain = nn.Parameter(torch.ones(m, 1, d))
         self.stream_bias = nn.Parameter(torch.zeros(m, 1, d))
         self.head = nn.Sequential(
@@ -85,14 +85,8 @@ class FusionModel(nn.Module):
         self.scale_head = nn.Sequential(nn.Linear(d + 2 * m, d), nn.GELU(), nn.Linear(d, 1))
         self.rnc_proj = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.register_buffer("tau", torch.zeros(m))
-        self.register_buffer("mi_bank", torch.zeros(m, cfg.mi_bank_size, d))
         self.register_buffer("pair_target", torch.tensor(PAIR_TARGET), persistent=False)
         self.register_buffer("pair_source", torch.tensor(PAIR_SOURCE), persistent=False)
-
-    @property
-    def uses_mi(self) -> bool:
-        """Whether stream weights come from the MI critic (else uniform over used streams)."""
-        return self.config.use_prompts and self.config.dynamic_weighting
 
     def forward(self, batch: MultimodalBatch, imagine: ImagineMode = "gate") -> FusionOutput:
         """Score a batch. imagine: "gate" (evaluator decides), "always" or "never" (ablations).
@@ -117,85 +111,25 @@ class FusionModel(nn.Module):
         generators=True runs the generators even when nothing is missing (reconstruction
         targets of the complete flow). aux is filled in training mode only.
         """
-        cfg = self.config
         present = batch.present.bool()
-        missing = ~present
-        b, m = present.shape
         tokens, valid, pooled = self._encode(batch, present)
         pattern = pattern_index(present)
-        any_missing = bool(missing.any())
-        wants_imagination = imagine_mask is not None or mode != "never"
-        imagined_tokens = summary = None
-        gain = tokens.new_zeros(b, m)
-        if generators or (any_missing and wants_imagination):
-            imagined_tokens = self.imagination(tokens, valid)
-            summary = imagined_tokens.mean(2).transpose(0, 1)
-            if any_missing:
-                gain = self.evaluator(pooled.detach(), summary.detach(), pattern)
-                gain = gain.masked_fill(present, 0.0)
-        if imagine_mask is not None:
-            imagined = missing & imagine_mask.bool()
-        elif mode == "always":
-            imagined = missing
-        elif mode == "gate":
-            imagined = missing & (gain > self.tau)
-        else:
-            imagined = torch.zeros_like(missing)
-
-        x, keep, data = self._streams(tokens, valid, imagined_tokens, imagined, pattern)
-        used = present | imagined
-        used_t = used.T
-        target_pool = masked_mean(x, data)
-
-        # Cross-modal attention for the six ordered pairs at once.
-        xt = x.index_select(0, self.pair_target)
-        context = F.layer_norm(x, (cfg.d_model,)).index_select(0, self.pair_source)
-        pair_mask = additive_mask(keep.index_select(0, self.pair_source), x.dtype)
-        y = xt
-        for block in self.cross:
-            y = block(y, pair_mask, context)
-        delta = y - xt
-        pair_pool = masked_mean(delta, data.index_select(0, self.pair_target))
-        pair_ok = used_t.index_select(0, self.pair_target) & used_t.index_select(
-            0, self.pair_source
+        imagined_tokens, gain, imagined = self._evaluate(
+            tokens, valid, pooled, present, pattern, mode, imagine_mask, generators
         )
-        if self.critic is not None:
-            with torch.no_grad():
-                pmi = self.critic.pmi(
-                    pair_pool,
-                    target_pool.index_select(0, self.pair_target),
-                    self.mi_bank.index_select(0, self.pair_target),
-                )
-            pair_logits = self.weight_scale * pmi.view(m, 2, b)
-        else:
-            pmi = pair_logits = x.new_zeros(m, 2, b)
-        mix = masked_softmax(pair_logits, pair_ok.view(m, 2, b), dim=1)
-        z = x + (delta.view(m, 2, *delta.shape[1:]) * mix[..., None, None]).sum(1)
-        if self.critic is not None:
-            stream_logits = self.weight_scale * (mix * pmi.view(m, 2, b)).sum(1) + self.weight_bias
-        else:
-            stream_logits = x.new_zeros(m, b)
-        weights = masked_softmax(stream_logits, used_t, dim=0)  # (3, B)
-
-        # Self-attention per target, with the shared prompt re-joined after every layer.
-        self_mask = additive_mask(keep, x.dtype)
-        slot = None
-        if self.prompts is not None and cfg.multilevel_prompts:
-            slot = F.pad(self.prompts.shared, (0, 0, 1, x.shape[2] - 1 - cfg.prompt_len))
-        for k, block in enumerate(self.selfs):
-            z = block(z, self_mask)
-            if slot is not None:
-                z = z + self.prompts.alpha[k] * slot
-
-        streams = F.layer_norm(masked_mean(z, data), (cfg.d_model,))
-        streams = streams * self.stream_gain + self.stream_bias  # (3, B, d)
+        x, keep, data = self._streams(tokens, valid, imagined_tokens, imagined, pattern)
+        used = (present | imagined).T
+        z, weights, cross_aux = self._cross_modal(x, keep, data, used, imagined.T)
+        streams = self._self_attend(z, keep, data)
         fused = (weights[..., None] * streams).sum(0)
         hidden = fused + self.head(fused)
         raw = self.score_out(hidden).squeeze(-1)
-        if cfg.score_activation == "tanh":
+        if self.config.score_activation == "tanh":
             score = SCORE_RANGE * torch.tanh(raw / SCORE_RANGE)
         else:
             score = raw.clamp(-SCORE_RANGE, SCORE_RANGE)
+        # Confidence = 1 / (1 + b), b the predicted expected |error| (a Laplace scale fitted
+        # by NLL on detached features): 0.5 means "expect to be off by one sentiment point".
         flags = torch.cat([present, imagined], 1).to(hidden.dtype)
         scale = F.softplus(self.scale_head(torch.cat([hidden.detach(), flags], 1))).squeeze(-1)
         scale = scale + 1e-3
@@ -205,14 +139,12 @@ class FusionModel(nn.Module):
                 "pooled": pooled,
                 "fused": fused,
                 "streams": streams.transpose(0, 1),
-                "target_pool": target_pool,
-                "pair_pool": pair_pool,
-                "pair_ok": pair_ok,
-                "used": used,
+                "used": used.T,
                 "scale": scale,
+                **cross_aux,
             }
-            if summary is not None:
-                aux["imagined_summary"] = summary
+            if imagined_tokens is not None:
+                aux["imagined_summary"] = imagined_tokens.mean(2).transpose(0, 1)
         return FusionOutput(
             score=score,
             confidence=1.0 / (1.0 + scale),
@@ -241,6 +173,43 @@ class FusionModel(nn.Module):
         pooled = masked_mean(e, valid).transpose(0, 1)
         return e + self.positions(length), valid, pooled
 
+    def _evaluate(
+        self,
+        tokens: Tensor,
+        valid: Tensor,
+        pooled: Tensor,
+        present: Tensor,
+        pattern: Tensor,
+        mode: ImagineMode,
+        imagine_mask: Tensor | None,
+        generators: bool,
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Imagine, then decide: -> imagined tokens (3, B, L, d) or None, gain, imagined (B, 3).
+
+        Generators and evaluator run only when some sample lacks a modality (or when asked),
+        so complete batches and "never" pay nothing for them. The evaluator sees detached
+        inputs: its regression must not bend the representations it judges.
+        """
+        missing = ~present
+        any_missing = bool(missing.any())
+        gain = tokens.new_zeros(present.shape)
+        imagined_tokens = None
+        if generators or (any_missing and (imagine_mask is not None or mode != "never")):
+            imagined_tokens = self.imagination(tokens, valid)
+            if any_missing:
+                summary = imagined_tokens.mean(2).transpose(0, 1)
+                gain = self.evaluator(pooled.detach(), summary.detach(), pattern)
+                gain = gain.masked_fill(present, 0.0)
+        if imagine_mask is not None:
+            imagined = missing & imagine_mask.bool()
+        elif mode == "always":
+            imagined = missing
+        elif mode == "gate":
+            imagined = missing & (gain > self.tau)
+        else:
+            imagined = torch.zeros_like(missing)
+        return imagined_tokens, gain, imagined
+
     def _streams(
         self,
         tokens: Tensor,
@@ -268,14 +237,48 @@ class FusionModel(nn.Module):
             data.append(flag)
         return torch.cat(parts, 2), torch.cat(keep, 2), torch.cat(data, 2)
 
-    @torch.no_grad()
-    def update_mi_bank(self, target_pool: Tensor, used: Tensor) -> None:
-        """Push the newest used target summaries (3, B, d) into the MI reference bank."""
-        size = self.mi_bank.shape[1]
-        for j in range(len(MODALITIES)):
-            rows = target_pool[j][used[:, j]].detach()[-size:]
-            if rows.numel():
-                self.mi_bank[j] = torch.cat([rows, self.mi_bank[j]])[:size]
+    def _cross_modal(
+        self, x: Tensor, keep: Tensor, data: Tensor, used: Tensor, imagined: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Six ordered-pair blocks in one grouped call; -> z (3, B, L, d), weights (3, B).
+
+        A target's stream receives its two sources' updates mixed by the MI softmax; an
+        unused source (skipped) contributes nothing. used/imagined are (3, B).
+        """
+        m, b = used.shape
+        xt = x.index_select(0, self.pair_target)
+        context = F.layer_norm(x, (self.config.d_model,)).index_select(0, self.pair_source)
+        pair_mask = additive_mask(keep.index_select(0, self.pair_source), x.dtype)
+        y = xt
+        for block in self.cross:
+            y = block(y, pair_mask, context)
+        delta = y - xt
+        target_pool = masked_mean(x, data)
+        pair_pool = masked_mean(delta, data.index_select(0, self.pair_target))
+        pair_ok = used.index_select(0, self.pair_target) & used.index_select(0, self.pair_source)
+        if self.weighting is not None:
+            mix, weights = self.weighting(pair_pool, target_pool, pair_ok, used, imagined)
+        else:
+            mix = masked_softmax(x.new_zeros(m, 2, b), pair_ok.view(m, 2, b), dim=1)
+            weights = masked_softmax(x.new_zeros(m, b), used, dim=0)
+        z = x + (delta.view(m, 2, *delta.shape[1:]) * mix[..., None, None]).sum(1)
+        aux = {"target_pool": target_pool, "pair_pool": pair_pool, "pair_ok": pair_ok}
+        return z, weights, aux
+
+    def _self_attend(self, z: Tensor, keep: Tensor, data: Tensor) -> Tensor:
+        """Self-attention per target, the shared prompt re-joined after every layer;
+        -> pooled, normalised streams (3, B, d)."""
+        cfg = self.config
+        mask = additive_mask(keep, z.dtype)
+        slot = None
+        if self.prompts is not None and cfg.multilevel_prompts:
+            slot = F.pad(self.prompts.shared, (0, 0, 1, z.shape[2] - 1 - cfg.prompt_len))
+        for k, block in enumerate(self.selfs):
+            z = block(z, mask)
+            if slot is not None:
+                z = z + self.prompts.alpha[k] * slot
+        streams = F.layer_norm(masked_mean(z, data), (cfg.d_model,))
+        return streams * self.stream_gain + self.stream_bias
 
     def training_losses(
         self,

@@ -134,17 +134,19 @@ def compute_training_losses(
     terms["imagine_recon"] = masked_mse(ta["imagined_summary"], real, has) + masked_mse(
         sa["imagined_summary"], real, has & lacking
     )
-    if model.critic is not None:
+    if model.weighting is not None:
         for flow in (ta, sa):
-            targets = flow["target_pool"].index_select(0, model.pair_target).detach()
-            nce = model.critic.infonce(flow["pair_pool"].detach(), targets, flow["pair_ok"])
+            nce = model.weighting.critic_loss(
+                flow["pair_pool"], flow["target_pool"], flow["pair_ok"]
+            )
             terms["mi_critic"] = terms["mi_critic"] + nce
     if bool(lacking.any()):
         mix = weights.gain_label_mix
         pseudo = mix * label + (1.0 - mix) * teacher.score.detach()
         target = gain_targets(model, missing, pseudo)
         terms["evaluator"] = F.smooth_l1_loss(student.gain[lacking], target[lacking])
-    model.update_mi_bank(ta["target_pool"], ta["used"])
+    if model.weighting is not None:
+        model.weighting.update_bank(ta["target_pool"], ta["used"])
 
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return {"total": total, **terms}

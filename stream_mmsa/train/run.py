@@ -146,12 +146,14 @@ def evaluate_checkpoint(
     bad = set(imagine_modes) - {"gate", "always", "never"}
     if bad or not imagine_modes:
         raise ValueError(f"--imagine takes gate, always and/or never, got {sorted(bad)}")
-    model, extra, encoder = load_for_eval(checkpoint)
+    model, _, encoder = load_for_eval(checkpoint)
     if encoder is None and not is_pickle(data):
         raise ValueError(f"this checkpoint takes feature pickles, not transcripts ({data})")
     dims = dict(model.fusion.config.input_dims)
     dataset = load_split(data, split, encoder, dims)
-    protocols = [ModalityPattern("complete")] if missing == "complete" else protocol_settings(missing)
+    protocols = (
+        [ModalityPattern("complete")] if missing == "complete" else protocol_settings(missing)
+    )
     rows = evaluate(model, dataset, protocols, imagine_modes, seed=seed)
     title = (
         f"{dataset.name} ({len(dataset)} samples) · checkpoint {checkpoint or DEFAULT_CHECKPOINT}"

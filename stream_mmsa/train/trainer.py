@@ -102,7 +102,7 @@ def fit(
             optimizer.step()
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(losses['total']):.3f}")
+            bar.set_postfix(loss=f"{float(losses['total'].detach()):.3f}")
         row = {f"train_{k}": v / max(len(loader), 1) for k, v in totals.items()}
         metrics = _view_metrics(model, views, device)
         row.update({"epoch": epoch, **metrics})

@@ -1,0 +1,177 @@
+"""`stream-mmsa bench`: every budget of DESIGN.md measured on the bundled sample.
+
+Each stage is timed on its own (model, face, acoustic, ASR) and then the whole
+engine runs the sample at real-time pace, which is where event latency and
+event-loop lag mean something. Figures are medians; the machine load is recorded
+with them because these machines are shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import EngineConfig
+from .model.types import MODALITIES
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "media" / "sample.mp4"
+MOSEI_DIMS = {"text": 768, "audio": 74, "vision": 35}
+
+
+def bench_model(threads: int = 2, repeats: int = 100) -> dict:
+    """Fusion + evaluator at MOSEI-sized inputs (T = 50), as the budget is stated."""
+    from .config import Config
+    from .model.bench import benchmark_fusion
+    from .model.fusion import FusionModel
+
+    torch.set_num_threads(threads)
+    config = Config().model.model_copy(update={"input_dims": MOSEI_DIMS})
+    rows = benchmark_fusion(FusionModel(config), (1, 32), seq_len=50, repeats=repeats)
+    return {"threads": threads, "rows": rows}
+
+
+def bench_asr(path: Path) -> dict:
+    from .features.asr_bench import benchmark_streaming_asr
+
+    sidecar = path.with_suffix(".json")
+    reference = None
+    if sidecar.exists():
+        reference = " ".join(s["text"] for s in json.loads(sidecar.read_text())["sentences"])
+    result = benchmark_streaming_asr(path, 0.5, reference=reference, runs=2)
+    return {k: v for k, v in result.items() if not isinstance(v, str) or k.endswith("text")}
+
+
+class LoopLag:
+    """Event-loop lag: how late a 10 ms sleep wakes up, sampled for the whole run."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.samples: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(self.period)
+            self.samples.append((time.perf_counter() - start - self.period) * 1000)
+
+
+async def bench_engine(path: Path, config: EngineConfig) -> dict:
+    """The sample through the engine at real-time pace: event latency and loop lag."""
+    from .engine import Runtime, Session
+    from .media.sources.file import FileSource
+    from .sinks.group import SinkGroup
+
+    lag = LoopLag()
+    async with Runtime(config) as runtime, SinkGroup([]) as sink:
+        monitor = asyncio.create_task(lag.run())
+        session = Session(runtime, FileSource(path, realtime=True), sink, realtime=True)
+        summary = await session.run()
+        monitor.cancel()
+        model_ms = list(runtime.worker.metrics.model_ms)
+    return {
+        "events": dict(summary.events),
+        "latency_p50_ms": summary.latency(50),
+        "latency_p95_ms": summary.latency(95),
+        "loop_lag_p50_ms": float(np.percentile(lag.samples, 50)),
+        "loop_lag_p99_ms": float(np.percentile(lag.samples, 99)),
+        "model_ms_per_call_median": float(np.median(model_ms)) if model_ms else None,
+        "states": {m: dict(summary.states[m]) for m in MODALITIES},
+    }
+
+
+def run_bench(path: Path, config: EngineConfig, stages: list[str]) -> dict:
+    """Run the chosen stages; returns every figure with the machine's load."""
+    from .features.bench_media import benchmark_acoustic, benchmark_face
+
+    results: dict[str, object] = {"sample": str(path), "load_before": os.getloadavg()}
+    if "model" in stages:
+        results["model"] = bench_model(config.threads)
+    if "face" in stages:
+        results["face"] = benchmark_face(path)
+    if "acoustic" in stages:
+        results["acoustic"] = benchmark_acoustic(path)
+    if "asr" in stages:
+        results["asr"] = bench_asr(path)
+    if "engine" in stages:
+        results["engine"] = asyncio.run(bench_engine(path, config))
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def _row(stage: str, value: str, budget: str) -> str:
+    return f"| {stage} | {value} | {budget} |"
+
+
+def markdown(results: dict) -> str:
+    """The figures against DESIGN.md's budget table."""
+    lines = ["| stage | measured (median) | budget |", "|---|---|---|"]
+    if "engine" in results:
+        e = results["engine"]
+        lines.append(
+            _row(
+                "event after window end",
+                f"p50 {e['latency_p50_ms']:.0f} ms, p95 {e['latency_p95_ms']:.0f} ms",
+                "p95 ≤ 150 ms",
+            )
+        )
+        lines.append(_row("event-loop lag", f"p99 {e['loop_lag_p99_ms']:.1f} ms", "p99 ≤ 20 ms"))
+    if "model" in results:
+        rows = {(r["mode"], r["batch_size"]): r for r in results["model"]["rows"]}
+        one, many = rows[("gate", 1)], rows[("gate", 32)]
+        lines.append(
+            _row(
+                "fusion + evaluator (T=50, MOSEI dims)",
+                f"{one['ms_per_window']:.2f} ms at batch 1; {many['windows_per_s']:.0f} windows/s "
+                "at batch 32",
+                "≤ 7 ms; ≥ 900 windows/s",
+            )
+        )
+    if "face" in results:
+        f = results["face"]
+        lines.append(
+            _row(
+                "face landmarker",
+                f"{f['ms_per_frame_median']:.1f} ms/frame (p95 {f['ms_per_frame_p95']:.1f})",
+                "≤ 10 ms",
+            )
+        )
+    if "acoustic" in results:
+        lines.append(
+            _row("acoustic features", f"{results['acoustic']['ms_per_audio_s']:.1f} ms/audio s", "")
+        )
+    if "asr" in results:
+        a = results["asr"]
+        lines.append(
+            _row(
+                "ASR compute per audio second",
+                f"{a['stream_compute_per_audio_s']:.3f} s "
+                f"(offline pass {a['offline_compute_per_audio_s']:.3f} s)",
+                "≤ 0.25 s",
+            )
+        )
+        lines.append(
+            _row(
+                "committed-word latency",
+                f"{a['commit_latency_median_s']:.2f} s (p95 {a['commit_latency_p95_s']:.2f} s)",
+                "median ≤ 1.5 s",
+            )
+        )
+        if a.get("wer_stream_vs_reference") is not None:
+            lines.append(
+                _row(
+                    "WER on the sample's sentences",
+                    f"streaming {a['wer_stream_vs_reference']:.3f}, offline "
+                    f"{a['wer_offline_vs_reference']:.3f}, streaming vs offline "
+                    f"{a['wer_stream_vs_offline']:.3f}",
+                    "",
+                )
+            )
+    load = results.get("load_before", (0, 0, 0))
+    lines.append(f"\nLoad average before the run: {load[0]:.2f} (1 min) on {os.cpu_count()} CPUs.")
+    return "\n".join(lines)
