@@ -4,3 +4,39 @@ from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """Real data for development (../shared/data from the repo root); absent on some machines."""
+
+
+def write_mmsa_pickle(path: Path, sizes: dict[str, int], seed: int = 0) -> Path:
+    """A random pickle in MMSA's processed schema (MOSI dims 768/5/20), labels tied to text.
+
+    Not data: it exercises loading, training and evaluation end to end.
+    """
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    direction = rng.standard_normal(768).astype(np.float32)
+    data = {}
+    for split, n in sizes.items():
+        labels = rng.uniform(-3, 3, n).astype(np.float32)
+        lengths = rng.integers(3, 12, (3, n))
+        text = rng.standard_normal((n, 12, 768)).astype(np.float32)
+        text += labels[:, None, None] * direction * 0.3
+        text_bert = np.zeros((n, 3, 12), dtype=np.int64)
+        for i in range(n):
+            text_bert[i, 1, : lengths[0, i]] = 1
+        data[split] = {
+            "raw_text": [f"clip {i}" for i in range(n)],
+            "text": text,
+            "text_bert": text_bert,
+            "audio": rng.standard_normal((n, 12, 5)).astype(np.float32),
+            "vision": rng.standard_normal((n, 12, 20)).astype(np.float32),
+            "audio_lengths": lengths[1].tolist(),
+            "vision_lengths": lengths[2],
+            "id": np.array([f"{split}{i}$_$1" for i in range(n)]),
+            "regression_labels": labels,
+        }
+    with path.open("wb") as handle:
+        pickle.dump(data, handle)
+    return path

@@ -1,0 +1,43 @@
+"""Typed configuration: files, overrides and the errors people see."""
+
+from pathlib import Path
+
+import pytest
+
+from stream_mmsa.config import CONFIG_DIR, ConfigError, load_config, parse_overrides
+
+
+def test_every_bundled_config_loads() -> None:
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        assert load_config(path).name
+
+
+def test_overrides_are_typed_and_nested() -> None:
+    config = load_config("synthetic.yaml", ["train.lr=3e-4", "model.use_prompts=false"])
+    assert config.train.lr == pytest.approx(3e-4)
+    assert config.model.use_prompts is False
+    assert parse_overrides(["a.b.c=[1, 2]"]) == {"a": {"b": {"c": [1, 2]}}}
+
+
+def test_unknown_key_names_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"train\.lrate: unknown key .*valid keys here: .*lr"):
+        load_config(None, ["train.lrate=1"])
+
+
+def test_bad_value_says_what_was_given() -> None:
+    with pytest.raises(ConfigError, match=r"train\.epochs.*got 0"):
+        load_config(None, ["train.epochs=0"])
+
+
+def test_malformed_override_and_missing_file() -> None:
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        parse_overrides(["no-equals-sign"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Path("nope.yaml"))
+
+
+def test_real_data_needs_paths(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  kind: label_csv\n")
+    with pytest.raises(ConfigError, match="train_paths"):
+        load_config(config)
