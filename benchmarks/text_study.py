@@ -184,9 +184,7 @@ def run_epochs(
     return best_state, history
 
 
-def train(
-    setup: Setup, seed: int, encoder: TextEncoder, data: dict[str, list[Item]]
-) -> dict[str, float]:
+def train(setup: Setup, seed: int, encoder: TextEncoder, data: dict[str, list[Item]]) -> dict:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = Regressor(copy.deepcopy(encoder.top), encoder.hidden_size)
@@ -241,6 +239,7 @@ def train(
         "best_epoch": min(range(len(history)), key=lambda i: history[i]["mosi"]["MAE"]),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
+        "curve": [(round(h["mosi"]["MAE"], 3), round(h["mosi"]["Non0_acc_2"], 1)) for h in history],
         "top_mb16": top_params * 2 / 1e6,
         "state_mb32": (top_params + head_params) * 4 / 1e6,
     }
@@ -277,7 +276,7 @@ def main() -> None:
         for seed in args.seeds:
             result = train(setup, seed, encoder, data)
             results.append(result)
-            print(name, seed, {k: round(v, 4) for k, v in result.items()}, flush=True)
+            print(name, seed, result, flush=True)
         cells = ""
         for c in columns:
             values = [r[c] for r in results]

@@ -174,6 +174,13 @@ def test_training_losses_finite_and_reach_every_part(kw: dict[str, object]) -> N
         assert p.grad is not None and float(p.grad.abs().sum()) > 0
 
 
+def test_without_distillation_its_terms_are_zero(model: FusionModel) -> None:
+    missing = batch_with(PATTERNS)
+    losses = model.train().training_losses(complete_of(missing), missing, LossWeights(), False)
+    assert float(losses["distill_feature"]) == float(losses["distill_rnc"]) == 0.0
+    assert bool(torch.isfinite(losses["total"]))
+
+
 def test_tiny_overfit_lowers_loss() -> None:
     torch.manual_seed(0)
     model = FusionModel(small_config(d_model=16, self_layers=1, dropout=0.0)).train()

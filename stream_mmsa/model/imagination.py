@@ -31,8 +31,10 @@ class Imagination(nn.Module):
         self.kv = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, d)
         self.ff = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d))
+        # foreign[query of target i, modality j]: j != i, so no generator sees its own target
         owner = torch.arange(m).repeat_interleave(length)
-        self.register_buffer("owner", owner, persistent=False)
+        foreign = owner[:, None] != torch.arange(m)[None, :]
+        self.register_buffer("foreign", foreign, persistent=False)
 
     def forward(self, tokens: Tensor, valid: Tensor) -> Tensor:
         """tokens (3, B, T, d), valid (3, B, T) -> imagined tokens (3, B, length, d).
@@ -47,9 +49,7 @@ class Imagination(nn.Module):
         )
         k, v = self.kv(F.layer_norm(keys, (d,))).view(b, 1 + m * t, 2, self.heads, dh).unbind(2)
         q = self.q(self.queries).view(1, m * self.length, self.heads, dh).transpose(1, 2)
-        # allowed[b, query of target i, key of modality j] = valid key and j != i
-        other = self.owner[:, None] != torch.arange(m, device=tokens.device)[None, :]
-        allowed = other[None, :, :, None] & valid.transpose(0, 1)[:, None, :, :]
+        allowed = self.foreign[None, :, :, None] & valid.transpose(0, 1)[:, None, :, :]
         allowed = torch.cat([allowed.new_ones(b, m * self.length, 1), allowed.flatten(2)], 2)
         mask = torch.zeros(allowed.shape, dtype=tokens.dtype, device=tokens.device)
         mask = mask.masked_fill(~allowed, float("-inf")).unsqueeze(1)
@@ -59,7 +59,6 @@ class Imagination(nn.Module):
             k.transpose(1, 2),
             v.transpose(1, 2),
             attn_mask=mask,
-            dropout_p=p,
         )
         x = self.queries + F.dropout(
             self.out(a.transpose(1, 2).reshape(b, -1, d)), p, self.training

@@ -140,7 +140,7 @@ def compute_training_losses(
                 flow["pair_pool"], flow["target_pool"], flow["pair_ok"]
             )
             terms["mi_critic"] = terms["mi_critic"] + nce
-    if bool(lacking.any()):
+    if weights.evaluator > 0 and bool(lacking.any()):
         mix = weights.gain_label_mix
         pseudo = mix * label + (1.0 - mix) * teacher.score.detach()
         target = gain_targets(model, missing, pseudo)
