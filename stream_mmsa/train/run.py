@@ -51,7 +51,8 @@ def model_card(config: Config, result: TrainResult, n_train: int, n_valid: int, 
         f"- Trained {datetime.now(UTC):%Y-%m-%d} from commit {_git_commit()} on "
         f"{platform.machine()} ({'CUDA' if torch.cuda.is_available() else 'CPU'}), "
         f"seed {config.seed}, {result.seconds / 60:.1f} min, best epoch {result.best_epoch}.",
-        f"- Data: {data}. {n_train} training and {n_valid} validation samples.",
+        f"- Data: {data}. {n_train} training samples per epoch (with data.train_repeats "
+        f"{config.data.train_repeats or 'none'}) and {n_valid} validation samples.",
         "- Selection: early stopping on the validation split only; no test data was seen.",
         f"- Validation ({config.train.select_metric} selected): "
         + ", ".join(
@@ -70,8 +71,9 @@ def model_card(config: Config, result: TrainResult, n_train: int, n_valid: int, 
     elif config.data.kind == "label_csv":
         lines += [
             "- Limits: trained on transcripts only. Its audio and vision branches never saw",
-            "  real signal: they are untrained, and the evaluator has no basis to imagine",
-            "  them. English only; MOSI/MOSEI are YouTube monologues (opinion videos), so",
+            "  real signal: they are untrained, so the evaluator's gate for them is closed",
+            "  (τ = +inf): it never imagines them and the score comes from the text alone.",
+            "  English only; MOSI/MOSEI are YouTube monologues (opinion videos), so",
             "  conversational, sarcastic or non-English speech is out of distribution.",
             "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
         ]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..model.evaluator import calibrate_thresholds
 from ..model.sentiment import SentimentModel
-from ..model.types import MultimodalBatch
+from ..model.types import MODALITIES, MultimodalBatch
 from .datasets import MultimodalDataset, make_loader
 from .evaluate import predict
 from .metrics import mosi_metrics
@@ -128,7 +128,19 @@ def fit(
             model.fusion, [_apply_text(model, b, device) for _, bs in missing_views for b in bs]
         )
         best_metrics = _view_metrics(model, views, device)
+    never_seen = ~_seen_modalities(train)
+    model.fusion.tau[never_seen.to(model.fusion.tau.device)] = math.inf
     return TrainResult(model, best_epoch, best_metrics, history, time.perf_counter() - start)
+
+
+def _seen_modalities(dataset: MultimodalDataset) -> torch.Tensor:
+    """(3,) bool: which modalities any training sample has.
+
+    A modality never seen in training has no learnt generator, so its gate is closed
+    (τ = +inf): the evaluator never imagines it and the model adapts without it.
+    """
+    seen = {m for sample in dataset.samples for m in sample.features}
+    return torch.tensor([m in seen for m in MODALITIES])
 
 
 def _apply_text(
