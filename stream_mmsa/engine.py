@@ -127,6 +127,7 @@ class Session:
         self._emit_lock = asyncio.Lock()
         self._states: dict[str, tuple[str, str]] = {}
         self._interim = ""
+        self._input_end: float | None = None
 
     async def run(self) -> SessionSummary:
         acoustic = AcousticExtractor()
@@ -141,7 +142,7 @@ class Session:
         windows = asyncio.create_task(self._windows(clock))
         transcribe = asyncio.create_task(self._transcribe(asr, audio))
         try:
-            end = await self._pump(acoustic, face, audio)
+            end = self._input_end = await self._pump(acoustic, face, audio)
             await audio.put(None)
             await transcribe
             self.aligner.update(await acoustic.flush())
@@ -225,6 +226,8 @@ class Session:
 
     async def _windows(self, clock: WindowClock) -> None:
         async for window in clock.windows(self.aligner):
+            if self._input_end is not None and window.end > self._input_end + 1e-6:
+                continue  # real time runs on while the extractors flush: no media there
             window = await self._with_text(window)
             batch = window.to_batch(self.runtime.dims)
             out = await self.runtime.worker.submit(InferenceRequest(self.id, batch))

@@ -146,7 +146,15 @@ def test_empty_and_unseen_inputs_still_answer(model: FusionModel) -> None:
     assert bool((model(nothing, imagine="never").weights == 0).all())
 
 
-@pytest.mark.parametrize("kw", [{}, {"use_prompts": False}, {"dynamic_weighting": False}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"use_prompts": False},
+        {"dynamic_weighting": False},
+        {"cross_layers": 2, "multilevel_prompts": False, "score_activation": "clamp"},
+    ],
+)
 def test_training_losses_finite_and_reach_every_part(kw: dict[str, object]) -> None:
     torch.manual_seed(0)
     model = FusionModel(small_config(**kw)).train()
@@ -166,8 +174,8 @@ def test_training_losses_finite_and_reach_every_part(kw: dict[str, object]) -> N
             prompts.views,
             prompts.specific,
             prompts.missing_type,
-            prompts.alpha,
         ]
+        parts += [] if prompts.alpha is None else [prompts.alpha]
     if model.weighting is not None:
         parts += [model.weighting.critic.a, model.weighting.temperature]
     for p in parts:

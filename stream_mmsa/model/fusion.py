@@ -56,7 +56,8 @@ class FusionModel(nn.Module):
         self.encoder_bias = nn.Parameter(torch.randn(m, 1, 1, d) * 0.1)
         self.positions = Positions(d)
         self.null = nn.Parameter(torch.randn(m, 1, d) * 0.1)
-        self.prompts = PromptBank(d, cfg.prompt_len, cfg.self_layers) if cfg.use_prompts else None
+        levels = cfg.self_layers if cfg.multilevel_prompts else 0
+        self.prompts = PromptBank(d, cfg.prompt_len, levels) if cfg.use_prompts else None
         self.imagination = Imagination(d, cfg.heads, cfg.imagine_len, ff, cfg.dropout)
         self.evaluator = MissingModalityEvaluator(d, cfg.evaluator_hidden)
         self.cross = nn.ModuleList(
@@ -247,10 +248,11 @@ class FusionModel(nn.Module):
         """
         m, b = used.shape
         xt = x.index_select(0, self.pair_target)
-        context = F.layer_norm(x, (self.config.d_model,)).index_select(0, self.pair_source)
+        normed = F.layer_norm(x, (self.config.d_model,))
+        context = normed.index_select(0, self.pair_source)
         pair_mask = additive_mask(keep.index_select(0, self.pair_source), x.dtype)
-        y = xt
-        for block in self.cross:
+        y = self.cross[0](xt, pair_mask, context, normed.index_select(0, self.pair_target))
+        for block in self.cross[1:]:
             y = block(y, pair_mask, context)
         delta = y - xt
         target_pool = masked_mean(x, data)
@@ -270,13 +272,13 @@ class FusionModel(nn.Module):
         -> pooled, normalised streams (3, B, d)."""
         cfg = self.config
         mask = additive_mask(keep, z.dtype)
-        slot = None
-        if self.prompts is not None and cfg.multilevel_prompts:
+        alpha = None if self.prompts is None else self.prompts.alpha
+        if alpha is not None:
             slot = F.pad(self.prompts.shared, (0, 0, 1, z.shape[2] - 1 - cfg.prompt_len))
         for k, block in enumerate(self.selfs):
             z = block(z, mask)
-            if slot is not None:
-                z = z + self.prompts.alpha[k] * slot
+            if alpha is not None:
+                z = z + alpha[k] * slot
         streams = F.layer_norm(masked_mean(z, data), (cfg.d_model,))
         return streams * self.stream_gain + self.stream_bias
 

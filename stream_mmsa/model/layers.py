@@ -110,11 +110,19 @@ class GroupedBlock(nn.Module):
         x = x.view(g * (n // length), length, parts, self.heads, dh).permute(2, 0, 3, 1, 4)
         return x.unbind(0)
 
-    def forward(self, x: Tensor, mask: Tensor, context: Tensor | None = None) -> Tensor:
-        """x (G, B, L, d); mask (G*B, 1, 1, Lk) additive; normalised context (G, B, Lk, d)."""
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        context: Tensor | None = None,
+        x_normed: Tensor | None = None,
+    ) -> Tensor:
+        """x (G, B, L, d); mask (G*B, 1, 1, Lk) additive; normalised context (G, B, Lk, d);
+        x_normed: layer_norm(x) when the caller already has it."""
         g, b, length, d = x.shape
         p = self.dropout if self.training else 0.0
-        h = F.layer_norm(x, (d,)).view(g, b * length, d)
+        h = F.layer_norm(x, (d,)) if x_normed is None else x_normed
+        h = h.view(g, b * length, d)
         if context is None:
             q, k, v = self._split_heads(self.qkv(h), 3, length)
         else:

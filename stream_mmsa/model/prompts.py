@@ -39,14 +39,15 @@ def _sq_cos(a: Tensor, b: Tensor) -> Tensor:
 class PromptBank(nn.Module):
     """Shared, private and missing-type prompts and the per-layer shared-prompt gates α."""
 
-    def __init__(self, d: int, length: int, self_layers: int) -> None:
+    def __init__(self, d: int, length: int, levels: int) -> None:
+        """levels: self-attention layers the shared prompt is re-joined to (0 = none)."""
         super().__init__()
         m = len(MODALITIES)
         self.shared = nn.Parameter(torch.randn(length, d) * 0.1)
         self.views = nn.Parameter(torch.eye(d).repeat(m, 1, 1))
         self.specific = nn.Parameter(torch.randn(m, length, d) * 0.02)
         self.missing_type = nn.Parameter(torch.randn(N_PATTERNS, m, length, d) * 0.1)
-        self.alpha = nn.Parameter(torch.full((self_layers,), 0.1))
+        self.alpha = nn.Parameter(torch.full((levels,), 0.1)) if levels else None
 
     def private(self) -> Tensor:
         """(3, L, d) private prompts P_m = P_s W_m + Δ_m."""
