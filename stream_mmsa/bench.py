@@ -24,7 +24,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "media" / "sample.mp
 MOSEI_DIMS = {"text": 768, "audio": 74, "vision": 35}
 
 
-def bench_model(threads: int = 2, repeats: int = 100) -> dict:
+def bench_model(threads: int = 1, repeats: int = 100) -> dict:
     """Fusion + evaluator at MOSEI-sized inputs (T = 50), as the budget is stated."""
     from .config import Config
     from .model.bench import benchmark_fusion
@@ -91,7 +91,7 @@ def run_bench(path: Path, config: EngineConfig, stages: list[str]) -> dict:
 
     results: dict[str, object] = {"sample": str(path), "load_before": os.getloadavg()}
     if "model" in stages:
-        results["model"] = bench_model(config.threads)
+        results["model"] = bench_model(config.model_threads)
     if "face" in stages:
         results["face"] = benchmark_face(path)
     if "acoustic" in stages:

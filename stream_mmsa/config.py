@@ -87,7 +87,10 @@ class EngineConfig(_Section):
     imagine: Literal["gate", "always", "never"] = "gate"
     asr_model: str = "tiny.en"
     asr_model_path: str | None = None
-    threads: int = Field(2, ge=1)
+    threads: int = Field(2, ge=1, description="CPU threads of the speech recogniser")
+    model_threads: int = Field(
+        1, ge=1, description="torch threads; 1 beside ASR and face on 2 cores (2 spin-wait)"
+    )
     face_max_fps: float = Field(10.0, gt=0)
     max_batch: int = Field(32, ge=1)
 

@@ -52,7 +52,7 @@ class Runtime:
         from .train.run import load_for_eval
 
         self.config = config or EngineConfig()
-        torch.set_num_threads(self.config.threads)
+        torch.set_num_threads(self.config.model_threads)
         self.model, self.model_info, self.text_encoder = load_for_eval(self.config.checkpoint)
         if self.text_encoder is None:
             raise ValueError("the engine needs a checkpoint trained on transcripts (text)")
