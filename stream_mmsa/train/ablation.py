@@ -15,15 +15,13 @@ import torch
 from rich.console import Console
 
 from ..config import Config, load_config
-from ..model.sentiment import save_sentiment_model
-from .evaluate import EvalRow, evaluate, format_table, plot_robustness
+from .evaluate import EvalRow, evaluate, plot_robustness
 from .protocols import protocol_settings
-from .run import CHECKPOINT_DIR, LABEL_SCALE, build_model, model_card
+from .run import build_model
 from .synthetic import make_synthetic
 from .trainer import fit
 
 VARIANTS = ("gate", "always", "never", "no prompts")
-MECHANISM_CHECKPOINT = CHECKPOINT_DIR / "synthetic-mechanisms.pt"
 
 
 def _settings() -> list:
@@ -55,9 +53,6 @@ def run_ablation(config_path: Path, seeds: list[int], out: Path, console: Consol
         rows = evaluate(full.model, test, settings, ("gate", "always", "never"), seed=seed)
         if seed == seeds[0]:
             curves += rows
-            card = model_card(config, full, len(splits["train"]), len(splits["valid"]), test.name)
-            extra = {"config": config.model_dump(mode="json"), "label_scale": LABEL_SCALE}
-            save_sentiment_model(MECHANISM_CHECKPOINT, full.model, {**extra, "model_card": card})
         bare_config = load_config(config_path, [f"seed={seed}", "model.use_prompts=false"])
         bare = _train(bare_config, splits, console)
         rows += [
@@ -102,15 +97,3 @@ def _report(settings, results, seeds: list[int], config_path: Path, image: str) 
         f"![MAE per setting, seed {seeds[0]}]({image})",
     ]
     return "\n".join(lines) + "\n"
-
-
-def mechanism_table(seed: int = 1111) -> str:
-    """The bundled mechanism checkpoint on a fresh draw of the benchmark's test split."""
-    from ..model.sentiment import load_sentiment_model
-
-    model, extra = load_sentiment_model(MECHANISM_CHECKPOINT)
-    sizes = extra["config"]["data"]["synthetic_sizes"]
-    test = make_synthetic(*sizes, seed=seed)["test"]
-    rows = evaluate(model, test, _settings(), ("gate", "always", "never"), seed=seed)
-    title = f"Synthetic mechanism benchmark (not sentiment data), {len(test)} test samples"
-    return format_table(rows, title)
