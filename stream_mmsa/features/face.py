@@ -76,10 +76,11 @@ def resolve_face_model(path: str | Path | None = None) -> Path:
     cached = cache_root() / "models" / MODEL_NAME
     if cached.is_file():
         return cached
-    if importlib.util.find_spec(_PACKAGE) is not None:
-        packaged = importlib.resources.files(_PACKAGE) / "models" / MODEL_NAME
+    spec = importlib.util.find_spec(_PACKAGE)  # locates without importing: the package's
+    for root in (spec and spec.submodule_search_locations) or []:  # own imports are not ours
+        packaged = Path(root) / "models" / MODEL_NAME
         if packaged.is_file():
-            return Path(str(packaged))
+            return packaged
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".part")
