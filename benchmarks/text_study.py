@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import re
 import statistics
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from stream_mmsa.features.text import TextEncoder, encode_records, pad_states
+from stream_mmsa.paths import cache_root
 from stream_mmsa.train.datasets import TextRecord, load_label_csv
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -256,27 +258,47 @@ def load_features(setup: Setup, encoder: TextEncoder) -> dict[str, list[Item]]:
     return data
 
 
+def run_key(setup: Setup, seed: int) -> str:
+    return json.dumps({**asdict(setup), "seed": seed}, sort_keys=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setups", nargs="+", default=["k0", "k1", "k2"], choices=SETUPS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=cache_root() / "benchmarks" / "text_study.jsonl",
+        help="per-seed results, appended as they finish; runs already there are not redone",
+    )
     args = parser.parse_args()
     if not (DATA / "mosi" / "label.csv").is_file():
         raise SystemExit(f"no data at {DATA}; this study needs MOSI/MOSEI label.csv")
     torch.set_num_threads(args.threads)
+    done: dict[str, dict] = {}
+    if args.results.is_file():
+        for line in args.results.read_text().splitlines():
+            entry = json.loads(line)
+            done[entry["key"]] = entry["result"]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
     columns = ["Non0_acc_2", "Has0_acc_2", "MAE", "Corr", "mosei_sel_Non0", "mosei_sel_MAE"]
     header = f"{'setup':16}" + "".join(f"{c:>17}" for c in columns)
     rows = []
     for name in args.setups:
         setup = SETUPS[name]
-        encoder = TextEncoder(trainable_top_layers=setup.k)
-        data = load_features(setup, encoder)
-        results = []
-        for seed in args.seeds:
+        todo = [s for s in args.seeds if run_key(setup, s) not in done]
+        if todo:
+            encoder = TextEncoder(trainable_top_layers=setup.k)
+            data = load_features(setup, encoder)
+        for seed in todo:
             result = train(setup, seed, encoder, data)
-            results.append(result)
+            done[run_key(setup, seed)] = result
+            with args.results.open("a") as f:
+                f.write(json.dumps({"key": run_key(setup, seed), "result": result}) + "\n")
             print(name, seed, result, flush=True)
+        results = [done[run_key(setup, s)] for s in args.seeds]
         cells = ""
         for c in columns:
             values = [r[c] for r in results]
@@ -289,7 +311,7 @@ def main() -> None:
             f"  top {results[0]['top_mb16']:.1f} MB fp16,"
             f" top+head {results[0]['state_mb32']:.1f} MB fp32"
         )
-        print(header, *rows, sep="\n", flush=True)
+    print(header, *rows, sep="\n", flush=True)
 
 
 if __name__ == "__main__":
