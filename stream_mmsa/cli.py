@@ -82,7 +82,7 @@ def ablation(
         "configs/synthetic.yaml"
     ),
     out: Annotated[Path, typer.Option(help="markdown report")] = Path("docs/ablation.md"),
-    seeds: Annotated[str, typer.Option(help="comma list of training seeds")] = "1111,1112,1113",
+    seeds: Annotated[str, typer.Option(help="comma list of training seeds")] = "1111,1112",
 ) -> None:
     """Evaluator gate vs always / never imagine vs no prompts on the synthetic benchmark."""
     from .train.ablation import run_ablation
