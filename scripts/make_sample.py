@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import tempfile
-import wave
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 from skimage import data
+
+from stream_mmsa.media.speech import speak
 
 RATE = 16_000
 FPS = 15
@@ -56,24 +56,6 @@ FACE_BOX = np.array([[180.0, 72.0], [270.0, 178.0]])  # landmark extent, source 
 AWAY = np.array([0.0, 290.0])  # camera offset that leaves the face out of frame
 PAN = 0.4  # seconds to pan away or back
 SCALE = 0.95  # source pixels per output pixel
-
-
-def speak(text: str, voice: tuple[str, ...]) -> np.ndarray:
-    """espeak-ng speech at 16 kHz float32, trimmed to the voiced part."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", *voice, "-w", str(path), text], check=True)
-        with wave.open(str(path)) as wav:
-            rate = wav.getframerate()
-            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
-    frame.sample_rate = rate
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-    resampled = [*resampler.resample(frame), *resampler.resample(None)]
-    speech = np.concatenate([f.to_ndarray()[0] for f in resampled])
-    loud = np.flatnonzero(np.abs(speech) > 0.02)
-    speech = speech[loud[0] : loud[-1] + 1]
-    return 0.5 * speech / np.abs(speech).max()
 
 
 def build_audio() -> tuple[np.ndarray, list[dict], dict]:

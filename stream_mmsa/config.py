@@ -33,15 +33,29 @@ class DataConfig(_Section):
     kind=label_csv: MMSA-style transcripts with labels, text only (train_paths are
     label.csv files whose `train` rows are used; valid_path's `valid` rows select).
     kind=mmsa_pickle: a processed MMSA pickle (train/valid/test inside one file).
+    kind=spoken: label.csv transcripts spoken with espeak-ng and windowed by the engine
+    itself (train/spoken.py), so training sees the features serving does.
     kind=synthetic: the mechanism benchmark; never a sentiment model.
     """
 
-    kind: Literal["label_csv", "mmsa_pickle", "synthetic"] = "synthetic"
+    kind: Literal["label_csv", "mmsa_pickle", "spoken", "synthetic"] = "synthetic"
     train_paths: list[Path] = Field(default_factory=list)
     train_repeats: list[int] = Field(
         default_factory=list, description="times each train path is seen per epoch (default 1)"
     )
     valid_path: Path | None = None
+    max_rows: list[int] = Field(
+        default_factory=list,
+        description="spoken: a seeded sample of at most this many rows per train path (0 = all)",
+    )
+    window_stride: int = Field(
+        1, ge=1, description="spoken: keep every n-th training window (neighbours overlap)"
+    )
+    text_paths: list[Path] = Field(
+        default_factory=list,
+        description="spoken: label.csv files whose train rows join as text-only samples "
+        "(gold transcripts, whole utterances)",
+    )
     synthetic_sizes: tuple[int, int, int] = (3000, 600, 1200)
 
     @model_validator(mode="after")
@@ -50,6 +64,8 @@ class DataConfig(_Section):
             raise ValueError(f"data.kind={self.kind} needs data.train_paths")
         if self.train_repeats and len(self.train_repeats) != len(self.train_paths):
             raise ValueError("data.train_repeats needs one count per entry of data.train_paths")
+        if self.max_rows and len(self.max_rows) != len(self.train_paths):
+            raise ValueError("data.max_rows needs one count per entry of data.train_paths")
         if any(r < 1 for r in self.train_repeats):
             raise ValueError("data.train_repeats must be positive")
         return self
@@ -183,6 +199,7 @@ def _resolve_paths(config: Config) -> Config:
 
     data = config.data
     data.train_paths = [fix(p) for p in data.train_paths]
+    data.text_paths = [fix(p) for p in data.text_paths]
     if data.valid_path is not None:
         data.valid_path = fix(data.valid_path)
     return config

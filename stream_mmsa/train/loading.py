@@ -74,6 +74,10 @@ def datasets_from_config(
         valid_path = data.valid_path or path
         return load_mmsa_pickle(path, "train"), load_mmsa_pickle(valid_path, "valid"), None
     encoder = make_text_encoder(config.text)
+    if data.kind == "spoken":
+        from .spoken import spoken_splits  # imports the engine, which imports this module
+
+        return (*spoken_splits(config, encoder), encoder)
     train = text_dataset(data.train_paths, "train", encoder, dims, data.train_repeats)
     valid_path = data.valid_path or data.train_paths[0]
     valid = text_dataset([valid_path], "valid", encoder, dims)

@@ -21,6 +21,26 @@ from .trainer import TrainResult, fit
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "text-mosi-mosei.pt"
+SPOKEN_LIMITS = [
+    "- What each branch learnt from:",
+    "  - text: MOSI/MOSEI transcripts spoken by espeak-ng (one fixed voice) and recognised by",
+    "    the engine's streaming ASR (Whisper tiny.en) inside a real Session; every 4 s window",
+    "    carries the words recognised in it, errors and cut-off sentences included, labelled",
+    "    with its utterance's label.",
+    "  - audio: the same spoken audio through the AcousticExtractor. NO REAL SENTIMENT SIGNAL:",
+    "    espeak-ng speaks every label in the same voice, so prosody never follows the label;",
+    "    the model can only learn speech timing/presence from it, not how a person sounds.",
+    "  - vision: NO REAL SENTIMENT SIGNAL. There is no labelled face video here: each window",
+    "    got the FaceExtractor output of a random window of the bundled sample's face",
+    "    (scikit-image astronaut), unrelated to the label, so the model and its evaluator",
+    "    learn not to rely on vision. Real facial expression is never used.",
+    "- Windows were cut with the watermark clock (as `run --fast`): text is never `late`",
+    "  in training; random modality drops (train.drop_rate) stand in for ASR lag.",
+    "- English only; MOSI/MOSEI are YouTube monologues (opinion videos), so conversational,",
+    "  sarcastic or non-English speech is out of distribution.",
+    "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
+]
+"""The card's limits for data.kind=spoken: what each branch could and could not learn."""
 LABEL_SCALE = {"min": -3.0, "max": 3.0, "name": "CMU-MOSI sentiment"}
 
 
@@ -41,10 +61,30 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def model_card(config: Config, result: TrainResult, n_train: int, n_valid: int, data: str) -> str:
-    """A short markdown card: what trained it, how it was selected, what it cannot know."""
+def _figures(m: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k} {100 * m[k]:.2f}" if "acc" in k or "F1" in k else f"{k} {m[k]:.3f}"
+        for k in ("Non0_acc_2", "Non0_F1_score", "Has0_acc_2", "Mult_acc_7", "MAE", "Corr")
+        if k in m
+    )
+
+
+def model_card(
+    config: Config,
+    result: TrainResult,
+    n_train: int,
+    n_valid: int,
+    data: str,
+    levels: dict[str, dict[str, float]] | None = None,
+) -> str:
+    """A short markdown card: what trained it, how it was selected, what it cannot know.
+
+    levels: validation figures per window and per utterance (spoken data).
+    """
     m = result.valid_metrics
     present = [k for k in ("text", "audio", "vision") if k in data]
+    if config.data.kind == "spoken":  # audio and vision are fed, but carry no label signal
+        present = ["text"]
     lines = [
         f"# Model card: {config.name}",
         "",
@@ -54,12 +94,7 @@ def model_card(config: Config, result: TrainResult, n_train: int, n_valid: int, 
         f"- Data: {data}. {n_train} training samples per epoch (with data.train_repeats "
         f"{config.data.train_repeats or 'none'}) and {n_valid} validation samples.",
         "- Selection: early stopping on the validation split only; no test data was seen.",
-        f"- Validation ({config.train.select_metric} selected): "
-        + ", ".join(
-            f"{k} {100 * m[k]:.2f}" if "acc" in k or "F1" in k else f"{k} {m[k]:.3f}"
-            for k in ("Non0_acc_2", "Non0_F1_score", "Has0_acc_2", "Mult_acc_7", "MAE", "Corr")
-            if k in m
-        ),
+        f"- Validation ({config.train.select_metric} selected): " + _figures(m),
         "- Output: score on the CMU-MOSI scale (-3 … 3), confidence, per-modality weights,",
         "  evaluator decisions for missing modalities.",
     ]
@@ -76,6 +111,17 @@ def model_card(config: Config, result: TrainResult, n_train: int, n_valid: int, 
             "  English only; MOSI/MOSEI are YouTube monologues (opinion videos), so",
             "  conversational, sarcastic or non-English speech is out of distribution.",
             "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
+        ]
+    elif config.data.kind == "spoken":
+        for level, v in (levels or {}).items():
+            lines.append(
+                f"- Validation per {level} ({v['count']:.0f}, spoken MOSI valid): " + _figures(v)
+            )
+        gold = ", ".join(f"{p.parent.name} train" for p in config.data.text_paths) or "none"
+        lines += [
+            *SPOKEN_LIMITS[:5],
+            f"    Gold (human) transcripts as text-only samples: {gold}.",
+            *SPOKEN_LIMITS[5:],
         ]
     if present:
         lines.append(f"- Modalities with training signal: {', '.join(present)}.")
@@ -106,7 +152,12 @@ def train_from_config(
     result = fit(config, train, valid, model, on_epoch=report)
     kinds = sorted({m for s in train.samples[:200] for m in s.features})
     data_desc = f"{train.name} (modalities: {', '.join(kinds)})"
-    card = model_card(config, result, len(train), len(valid), data_desc)
+    levels = None
+    if config.data.kind == "spoken":
+        from .spoken import window_and_utterance_metrics
+
+        levels = window_and_utterance_metrics(result.model, valid)
+    card = model_card(config, result, len(train), len(valid), data_desc, levels)
     out = out or REPO_ROOT / "runs" / f"{config.name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {
@@ -129,7 +180,7 @@ def load_for_eval(checkpoint: Path | None):
     probe = torch.load(path, map_location="cpu", weights_only=False)
     saved = probe.get("extra", probe).get("config", {})
     encoder = None
-    if saved.get("data", {}).get("kind") == "label_csv":
+    if saved.get("data", {}).get("kind") in ("label_csv", "spoken"):
         encoder = make_text_encoder(TextConfig.model_validate(saved.get("text", {})))
     model, extra = load_sentiment_model(path, text_encoder=encoder)
     return model, extra, encoder

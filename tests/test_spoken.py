@@ -1,0 +1,59 @@
+"""Spoken training data: real MOSI transcripts through espeak-ng and the engine's own windows."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from stream_mmsa.config import EngineConfig, TextConfig
+from stream_mmsa.media.frames import AUDIO_RATE
+from stream_mmsa.train.datasets import TextRecord, load_label_csv
+from stream_mmsa.train.loading import make_text_encoder
+from stream_mmsa.train.spoken import select_rows, spoken_dataset, utterance_audio
+from stream_mmsa.windowing import window_count
+
+MOSI = SHARED_DATA / "mosi" / "label.csv"
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+
+
+def test_a_larger_limit_only_adds_rows() -> None:
+    records = [TextRecord(str(i), f"text {i}", 0.0) for i in range(50)]
+    assert select_rows(records, 10, 1) == select_rows(records, 30, 1)[:10]
+    assert sorted(r.id for r in select_rows(records, 0, 1)) == sorted(r.id for r in records)
+
+
+@needs_espeak
+def test_speech_is_deterministic() -> None:
+    first = utterance_audio("it was a really good movie")
+    assert np.array_equal(first, utterance_audio("it was a really good movie"))
+    assert len(first) > 2 * AUDIO_RATE
+
+
+@pytest.mark.slow
+@needs_espeak
+@pytest.mark.skipif(not MOSI.is_file(), reason="needs ../shared/data")
+def test_windows_carry_recognised_text_audio_and_the_label(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAM_MMSA_CACHE", str(tmp_path))
+    records = load_label_csv(MOSI, "valid")[:2]
+    engine = EngineConfig(threads=1)
+    encoder = make_text_encoder(TextConfig())
+    dims = {"text": 384, "audio": 35, "vision": 55}
+    dataset = spoken_dataset(records, encoder, dims, engine, name="t", seed=0)
+
+    for record in records:
+        windows = [s for s in dataset.samples if s.id.startswith(f"{record.id}#")]
+        duration = len(utterance_audio(record.text)) / AUDIO_RATE
+        assert 0 < len(windows) <= window_count(duration, engine.window.hop)
+        assert all(s.label == record.label for s in windows)
+        assert any("text" in s.features for s in windows), "ASR recognised no words"
+        assert any("audio" in s.features for s in windows)
+    assert any("vision" in s.features for s in dataset.samples), "the sample's face is used"
+    # A second pass reads the cache: same samples, no new session.
+    again = spoken_dataset(records, encoder, dims, engine, name="t", seed=0)
+    assert [s.id for s in again.samples] == [s.id for s in dataset.samples]
