@@ -125,6 +125,47 @@ def run(
 
 
 @app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option(help="YAML config (server: and engine:)")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="section.key=value override")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="listen address (server.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port; 0 picks one (server.port)")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="access token (server.token, else $STREAM_MMSA_TOKEN)")
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite event log (server.db)")] = None,
+) -> None:
+    """Serve the browser page, WebRTC offers, /events, /healthz and /metrics."""
+    import asyncio
+    import logging
+
+    from .config import load_config
+    from .server import serve as run_server
+    from .server.app import resolve_token
+
+    extra = [f"server.{k}={v}" for k, v in (("host", host), ("port", port), ("db", db)) if v]
+    if port == 0:
+        extra.append("server.port=0")
+    try:
+        cfg = load_config(config, [*(overrides or []), *extra])
+        if token is not None:
+            cfg.server.token = token
+    except (ConfigError, ValueError) as error:
+        raise _fail(str(error)) from None
+    secret, generated = resolve_token(cfg.server)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("stream_mmsa").setLevel(logging.INFO)  # sessions; not ICE chatter
+
+    def announce(url: str) -> None:
+        note = " (a random token: set server.token or $STREAM_MMSA_TOKEN)" if generated else ""
+        console.print(f"[bold green]serving[/] open {url}{note}")
+
+    asyncio.run(run_server(cfg, secret, announce))
+
+
+@app.command()
 def bench(
     source: Annotated[Path | None, typer.Argument(help="media file (default: the sample)")] = None,
     stages: Annotated[

@@ -111,6 +111,34 @@ class EngineConfig(_Section):
     max_batch: int = Field(32, ge=1)
 
 
+class ServerConfig(_Section):
+    """`stream-mmsa serve`: the WebRTC gateway, its page, event hub and limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: str | None = Field(
+        None,
+        min_length=16,
+        description="required on /offer and /events; unset: $STREAM_MMSA_TOKEN, else a "
+        "random one printed at start (there is never a default secret)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host:port) besides the server's own that may "
+        "call /offer and /events",
+    )
+    max_sessions: int = Field(8, ge=1, description="concurrent sessions; more are refused (503)")
+    max_offer_bytes: int = Field(64 * 1024, ge=1024, description="largest /offer request body")
+    max_message_bytes: int = Field(
+        4096, ge=256, description="largest websocket or data-channel message a client may send"
+    )
+    idle_timeout: float = Field(
+        10.0, gt=0, description="seconds without media after which a session is ended"
+    )
+    max_queue: int = Field(256, ge=1, description="unsent events per /events client")
+    db: Path = Field(Path("out/events.sqlite"), description="the durable event log (SQLite)")
+
+
 class Config(_Section):
     name: str = "default"
     seed: int = 1111
@@ -120,6 +148,7 @@ class Config(_Section):
     loss: LossWeights = Field(default_factory=LossWeights)
     train: TrainConfig = Field(default_factory=TrainConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -138,7 +138,8 @@ class Session:
         )
         asr = StreamingTranscriber(self.runtime.asr_model, asr_config)
         audio: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
-        clock = WindowClock("realtime" if self.realtime else "watermark", start=time.monotonic())
+        origin = self.source.origin if self.source.origin is not None else time.monotonic()
+        clock = WindowClock("realtime" if self.realtime else "watermark", start=origin)
         windows = asyncio.create_task(self._windows(clock))
         transcribe = asyncio.create_task(self._transcribe(asr, audio))
         try:

@@ -1,8 +1,14 @@
 """The websocket hub: live events to any number of clients at ws://HOST:PORT/events.
 
-Clients connect to `/events` (all sessions) or `/events?session=a&session=b`, and get
-one text frame per event, the event's JSON. The hub is an aiohttp route, so the WebRTC
-gateway mounts the same hub on its own app (`add_routes`); `start` serves it alone.
+Clients connect to `/events` (all sessions), `/events?session=a&session=b` or
+`/events?room=r` (every participant of a room), and get one text frame per event, the
+event's JSON. The hub is an aiohttp route, so the WebRTC gateway mounts the same hub on
+its own app (`add_routes`); `start` serves it alone.
+
+Resume: with an event log, `after=SEQ` (one session) or `after=SESSION:SEQ` (repeatable)
+first replays that session's logged events with a larger seq, then continues live; live
+events the replay already covered are skipped, so a reconnecting client gets every
+event once, in order.
 
 Why a bounded queue per client: one slow client (a phone on a bad link) must not slow
 the others or grow memory. When a client's queue is full it is closed with code 4001
@@ -13,12 +19,14 @@ that vanishes without closing is found by websocket heartbeats and removed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 
 from aiohttp import WSCloseCode, web
 
 from .base import AnyEvent, Sink
+from .eventlog import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +34,55 @@ CLOSE_SLOW_CONSUMER = 4001
 """Close code (private range) for a client whose send queue overflowed."""
 
 
+REPLAY_PAGE = 500
+"""Logged events read per query while replaying."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Which events a client gets: named sessions and rooms, or everything if neither."""
+
+    sessions: frozenset[str] = frozenset()
+    rooms: frozenset[str] = frozenset()
+    after: dict[str, int] = field(default_factory=dict)  # session -> last seq it has
+
+    def wants(self, event: AnyEvent) -> bool:
+        if not (self.sessions or self.rooms):
+            return True
+        return event.session in self.sessions or (
+            event.room is not None and event.room in self.rooms
+        )
+
+    @classmethod
+    def from_query(cls, query) -> Subscription:
+        """Parse `session`, `room` and `after` parameters; ValueError says what is wrong."""
+        sessions = frozenset(query.getall("session", []))
+        after: dict[str, int] = {}
+        for value in query.getall("after", []):
+            session, _, seq = value.rpartition(":")
+            if not session:
+                if len(sessions) != 1:
+                    raise ValueError(
+                        "after=SEQ needs exactly one session=; else use after=SESSION:SEQ"
+                    )
+                session = next(iter(sessions))
+            try:
+                after[session] = int(seq)
+            except ValueError:
+                raise ValueError(f"after={value!r}: the seq must be an integer") from None
+            if after[session] < -1:
+                raise ValueError(f"after={value!r}: the seq must be -1 or more")
+        return cls(sessions, frozenset(query.getall("room", [])), after)
+
+
 @dataclass(eq=False)
 class _Client:
     ws: web.WebSocketResponse
     transport: asyncio.Transport | None
     peer: str | None
-    sessions: frozenset[str] | None  # None: every session
-    queue: asyncio.Queue[str]
+    subscription: Subscription
+    queue: asyncio.Queue[AnyEvent]
     writer: asyncio.Task[None] | None = field(default=None)
-
-    def wants(self, session: str) -> bool:
-        return self.sessions is None or session in self.sessions
 
 
 class WebSocketHub(Sink):
@@ -45,6 +91,9 @@ class WebSocketHub(Sink):
     max_queue: events a client may have unsent before it is dropped.
     heartbeat: seconds between pings; a client that misses a pong is closed.
     close_timeout: seconds a closing handshake may take before the connection is cut.
+    max_message: bytes a client may send in one message (clients only listen); a larger
+      one closes it with 1009 (message too big).
+    log: the event log that `after=` resumes from (None: resuming is refused).
     Frames are not compressed: events are small, and deflate per client costs CPU per
     client for every event.
     """
@@ -56,11 +105,15 @@ class WebSocketHub(Sink):
         max_queue: int = 256,
         heartbeat: float = 20.0,
         close_timeout: float = 5.0,
+        max_message: int = 4096,
+        log: EventLog | None = None,
     ) -> None:
         self.path = path
         self.max_queue = max_queue
         self.heartbeat = heartbeat
         self.close_timeout = close_timeout
+        self.max_message = max_message
+        self.log = log
         self.sent = 0
         self.dropped = 0
         self._clients: set[_Client] = set()
@@ -71,6 +124,11 @@ class WebSocketHub(Sink):
     def clients(self) -> int:
         """Connected clients."""
         return len(self._clients)
+
+    @property
+    def queued(self) -> int:
+        """Events waiting in client queues."""
+        return sum(client.queue.qsize() for client in self._clients)
 
     def add_routes(self, app: web.Application) -> None:
         """Serve the hub at `path` on `app`; clients are closed when the app shuts down."""
@@ -88,12 +146,11 @@ class WebSocketHub(Sink):
 
     async def send(self, event: AnyEvent) -> None:
         """Queue the event for every subscribed client; never waits on a client."""
-        text = event.to_json()
         for client in list(self._clients):
-            if not client.wants(event.session):
+            if not client.subscription.wants(event):
                 continue
             try:
-                client.queue.put_nowait(text)
+                client.queue.put_nowait(event)
             except asyncio.QueueFull:
                 self._drop(
                     client,
@@ -115,16 +172,24 @@ class WebSocketHub(Sink):
             await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _handle(self, request: web.Request) -> web.WebSocketResponse:
-        requested = request.query.getall("session", [])
+        try:
+            subscription = Subscription.from_query(request.query)
+        except ValueError as error:
+            raise _bad_request("bad_subscription", str(error)) from None
+        if subscription.after and self.log is None:
+            raise _bad_request("no_event_log", "resuming (after=) needs the event log")
         ws = web.WebSocketResponse(
-            heartbeat=self.heartbeat, timeout=self.close_timeout, compress=False
+            heartbeat=self.heartbeat,
+            timeout=self.close_timeout,
+            compress=False,
+            max_msg_size=self.max_message,
         )
         await ws.prepare(request)
         client = _Client(
             ws=ws,
             transport=request.transport,
             peer=request.remote,
-            sessions=frozenset(requested) if requested else None,
+            subscription=subscription,
             queue=asyncio.Queue(self.max_queue),
         )
         client.writer = asyncio.create_task(self._write(client))
@@ -138,10 +203,28 @@ class WebSocketHub(Sink):
         return ws
 
     async def _write(self, client: _Client) -> None:
+        """Replay from the log (live events queue meanwhile), then send live events.
+
+        `last` is the newest seq the client has per session, so nothing goes twice.
+        """
+        last = dict(client.subscription.after)
         try:
+            if last:
+                assert self.log is not None
+                await self.log.flush()
+                for session in last:
+                    while events := await asyncio.to_thread(
+                        self.log.read, session, last[session], REPLAY_PAGE
+                    ):
+                        for event in events:
+                            await client.ws.send_str(event.to_json())
+                            self.sent += 1
+                        last[session] = events[-1].seq
             while True:
-                text = await client.queue.get()
-                await client.ws.send_str(text)
+                event = await client.queue.get()
+                if event.seq <= last.get(event.session, -1):
+                    continue
+                await client.ws.send_str(event.to_json())
                 self.sent += 1
         except ConnectionError:
             pass  # the peer is gone; its handler cleans up
@@ -176,3 +259,9 @@ class WebSocketHub(Sink):
         else:
             if transport is not None:
                 asyncio.get_running_loop().call_later(self.close_timeout, transport.abort)
+
+
+def _bad_request(code: str, message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=json.dumps({"error": code, "message": message}), content_type="application/json"
+    )

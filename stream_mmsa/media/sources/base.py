@@ -27,6 +27,9 @@ class Source(ABC):
     name: str
     has_audio: bool
     has_video: bool
+    origin: float | None = None
+    """time.monotonic() at session time 0 for live sources, which stamp frames as they
+    arrive; None: recorded media, timed from its first frame, the clock starts with the run."""
 
     @abstractmethod
     def frames(self) -> AsyncIterator[Frame]:

@@ -1,0 +1,107 @@
+"""Prometheus metrics for `/metrics`: counted from events, sampled from live state.
+
+Event counts and latencies are observed as events pass (a sink like any other);
+sessions, queue depths and dropped frames are read from the gateway, hub and inference
+worker when Prometheus scrapes, so they cost nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..events import SentimentEvent
+from ..sinks.base import AnyEvent, Sink
+
+if TYPE_CHECKING:
+    from ..inference import InferenceWorker
+    from ..sinks.websocket import WebSocketHub
+    from ..transports.webrtc import WebRTCGateway
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+"""Seconds; dense around the 150 ms budget of DESIGN.md."""
+
+
+class ServerMetrics(Sink):
+    """One registry per server, so tests and embedded servers never share counters."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "stream_mmsa_events", "Events emitted, by type", ["type"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "stream_mmsa_event_latency_seconds",
+            "Sentiment event delay after its window's end",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch(self, gateway: WebRTCGateway, hub: WebSocketHub, worker: InferenceWorker) -> None:
+        """Sample these at scrape time."""
+        self.registry.register(_LiveState(gateway, hub, worker))
+
+    async def send(self, event: AnyEvent) -> None:
+        self.events.labels(event.type).inc()
+        if isinstance(event, SentimentEvent):
+            self.latency.observe(event.latency_ms / 1000)
+
+    async def close(self) -> None:
+        """Nothing to release: the registry lives as long as the server."""
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveState(Collector):
+    def __init__(self, gateway: WebRTCGateway, hub: WebSocketHub, worker: InferenceWorker) -> None:
+        self.gateway, self.hub, self.worker = gateway, hub, worker
+
+    def collect(self) -> Iterator[Metric]:
+        gateway = self.gateway
+        yield GaugeMetricFamily(
+            "stream_mmsa_sessions", "Sessions running", value=len(gateway.peers)
+        )
+        yield GaugeMetricFamily(
+            "stream_mmsa_sessions_limit", "Concurrent sessions allowed", value=gateway.max_sessions
+        )
+        outcomes = CounterMetricFamily(
+            "stream_mmsa_sessions_finished", "Offers by outcome", labels=["outcome"]
+        )
+        for outcome in ("ended", "failed", "refused"):
+            outcomes.add_metric([outcome], gateway.outcomes[outcome])
+        yield outcomes
+        stats = gateway.stats()
+        frames = CounterMetricFamily(
+            "stream_mmsa_frames_received", "Media frames received", labels=["kind"]
+        )
+        frames.add_metric(["audio"], stats.audio_chunks)
+        frames.add_metric(["video"], stats.video_frames)
+        yield frames
+        dropped = CounterMetricFamily(
+            "stream_mmsa_dropped_frames",
+            "Frames never analysed: video replaced by a newer frame, audio over the backlog",
+            labels=["kind"],
+        )
+        dropped.add_metric(["audio"], stats.audio_dropped)
+        dropped.add_metric(["video"], stats.video_replaced)
+        yield dropped
+        queues = GaugeMetricFamily(
+            "stream_mmsa_queue_depth", "Items waiting, by queue", labels=["queue"]
+        )
+        queues.add_metric(["inference"], self.worker.metrics.queue_depth)
+        queues.add_metric(["websocket"], self.hub.queued)
+        queues.add_metric(["audio"], sum(p.source.backlog for p in gateway.peers.values()))
+        yield queues
+        yield GaugeMetricFamily(
+            "stream_mmsa_websocket_clients", "Subscribers on /events", value=self.hub.clients
+        )
+        yield CounterMetricFamily(
+            "stream_mmsa_websocket_dropped_clients",
+            "Subscribers closed as slow consumers",
+            value=self.hub.dropped,
+        )

@@ -1,0 +1,1 @@
+"""Ways media reaches the engine from outside the process, one folder per transport."""
