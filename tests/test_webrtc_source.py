@@ -22,6 +22,15 @@ class SilentTrack(MediaStreamTrack):
         await asyncio.Event().wait()
 
 
+class BrokenVideo(MediaStreamTrack):
+    """A track whose frames cannot be read (undecodable media)."""
+
+    kind = "video"
+
+    async def recv(self):
+        raise RuntimeError("cannot decode this frame")
+
+
 async def _collect(source: TrackSource, seconds: float) -> list:
     frames = []
 
@@ -76,6 +85,13 @@ def test_ended_tracks_end_the_source() -> None:
         return source.ended_because
 
     assert asyncio.run(asyncio.wait_for(run(), 5)) == "tracks ended"
+
+
+def test_a_failing_track_ends_alone() -> None:
+    source = TrackSource([AudioStreamTrack(), BrokenVideo()], name="half-broken")
+    frames = asyncio.run(_collect(source, 0.6))
+    assert frames and all(isinstance(f, AudioChunk) for f in frames)
+    assert source.ended_because == "test over"  # not ended by the broken video
 
 
 def test_a_source_needs_a_media_track() -> None:

@@ -11,10 +11,10 @@ engine is busy replace each other, so a slow face model never builds up delay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 
 import av
@@ -22,6 +22,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ...media.frames import AUDIO_RATE, AudioChunk, Frame, VideoFrame
 from ...media.sources.base import Source
+
+log = logging.getLogger(__name__)
 
 RESYNC_S = 0.3
 """Audio whose sample clock falls this far behind arrival is re-anchored (a gap)."""
@@ -93,7 +95,7 @@ class TrackSource(Source):
         ):
             if track is not None:
                 self._live += 1
-                self._readers.append(asyncio.create_task(self._guard(read(track))))
+                self._readers.append(asyncio.create_task(self._guard(track.kind, read(track))))
         while True:
             while self._audio:
                 yield self._audio.popleft()
@@ -118,10 +120,20 @@ class TrackSource(Source):
             if track is not None:
                 track.stop()
 
-    async def _guard(self, reader) -> None:
-        """Run one track's reader; the source ends when its last track does."""
-        with contextlib.suppress(MediaStreamError):
+    async def _guard(self, kind: str, reader: Coroutine[None, None, None]) -> None:
+        """Run one track's reader; the source ends when its last track does.
+
+        A track that fails (e.g. media PyAV cannot convert) ends alone: the session goes
+        on with the other, and reports this modality missing.
+        """
+        try:
             await reader
+        except MediaStreamError:
+            pass
+        except Exception:
+            log.warning(
+                "%s: %s track failed; continuing without it", self.name, kind, exc_info=True
+            )
         self._live -= 1
         if self._live == 0:
             self.stop("tracks ended")
