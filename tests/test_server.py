@@ -109,7 +109,7 @@ class Publisher:
         player = MediaPlayer(str(SAMPLE))
         self.pc.addTrack(player.audio)
         self.pc.addTrack(player.video)
-        channel = self.pc.createDataChannel("events")
+        self.channel = channel = self.pc.createDataChannel("events")
         channel.on("message", lambda message: self.events.append(json.loads(message)))
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"sdp": self.pc.localDescription.sdp, "type": "offer", **tags}
@@ -268,6 +268,13 @@ def test_session_cap_resume_and_a_vanishing_client(server: Server) -> None:
             async with http.ws_connect(url) as ws:
                 seqs = [json.loads((await ws.receive(timeout=20)).data)["seq"] for _ in range(12)]
             assert seqs == list(range(6, 18))
+            # an oversized data-channel message: the server closes that channel
+            channel = survivor.channel
+            channel.send("x" * 10_000)
+            deadline = time.monotonic() + 10
+            while channel.readyState != "closed":
+                assert time.monotonic() < deadline, "oversized message did not close the channel"
+                await asyncio.sleep(0.1)
             await survivor.pc.close()
             logged = await asyncio.to_thread(read_events, server.db, survivor.session)
             assert [e.seq for e in logged] == list(range(len(logged)))
