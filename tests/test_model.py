@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 import torch
 from pydantic import ValidationError
+from torch import Tensor
 
 from stream_mmsa.model import (
     MODALITIES,
@@ -21,7 +23,9 @@ from stream_mmsa.model import (
     save_checkpoint,
 )
 from stream_mmsa.model.bench import benchmark_fusion, synthetic_batch
+from stream_mmsa.model.evaluator import search_thresholds
 from stream_mmsa.model.losses import rnc_loss
+from stream_mmsa.model.prompts import N_PATTERNS, pattern_index
 
 DIMS = {"text": 24, "audio": 10, "vision": 7}
 LENGTHS = {"text": 9, "audio": 14, "vision": 5}
@@ -207,7 +211,7 @@ def test_tiny_overfit_lowers_loss() -> None:
 
 
 def test_checkpoint_round_trip(tmp_path, model: FusionModel) -> None:
-    model.tau.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    model.tau.copy_(torch.randn(N_PATTERNS, 3))
     model.weighting.bank.normal_()
     path = tmp_path / "sub" / "model.pt"
     save_checkpoint(path, model, {"label_scale": 3.0, "card": "research use only"})
@@ -221,14 +225,95 @@ def test_checkpoint_round_trip(tmp_path, model: FusionModel) -> None:
             assert torch.equal(a.score, b.score) and torch.equal(a.imagined, b.imagined)
 
 
-def test_calibrated_tau_is_no_worse_than_zero(model: FusionModel) -> None:
+def test_calibrated_tau_sets_the_gate(model: FusionModel) -> None:
     batches = [batch_with(PATTERNS * 3, seed=s) for s in range(3)]
     result = calibrate_thresholds(model, batches)
-    assert result.mae_calibrated <= result.mae_at_zero
+    assert model.tau.shape == (N_PATTERNS, 3)
     assert torch.equal(model.tau, torch.tensor(result.tau))
     with torch.inference_mode():
         errors = [(model(b).score - b.labels).abs() for b in batches]
     assert abs(float(torch.cat(errors).mean()) - result.mae_calibrated) < 1e-5
+
+
+def test_calibration_beats_uniform_choices_per_pattern(model: FusionModel) -> None:
+    """Per pattern, the calibrated gate is no worse on validation than always or never."""
+    batches = [batch_with(PATTERNS * 3, seed=s) for s in range(3)]
+    result = calibrate_thresholds(model, batches)
+    pattern = torch.cat([pattern_index(b.present.bool()) for b in batches])
+    with torch.inference_mode():
+        errors = {
+            mode: torch.cat([(model(b, imagine=mode).score - b.labels).abs() for b in batches])
+            for mode in MODES
+        }
+    assert set(result.per_pattern) == set(pattern.tolist())
+    for p, row in result.per_pattern.items():
+        rows = pattern == p
+        for mode, name in (("gate", "calibrated"), ("always", "always"), ("never", "never")):
+            assert abs(float(errors[mode][rows].mean()) - row[name]) < 1e-5, (p, mode)
+        assert row["calibrated"] <= min(row["always"], row["never"]) + 1e-9
+
+
+def test_calibration_picks_always_and_never_per_pattern() -> None:
+    """Imagining vision helps when only vision is missing, imagining text hurts when only
+    text is: a τ per modality cannot serve both; a τ per pattern opens one, closes the other."""
+    n = 40
+    torch.manual_seed(0)
+    label = torch.randn(2 * n)
+    gain = torch.zeros(2 * n, 3)
+    gain[:n, 2] = torch.randn(n)  # vision missing: the evaluator's guesses are noise
+    gain[n:, 0] = torch.randn(n)  # text missing
+    missing = torch.zeros(2 * n, 3, dtype=torch.bool)
+    missing[:n, 2] = True
+    missing[n:, 0] = True
+    pred = (label + 1.0)[:, None].repeat(1, 8)
+    pred[:n, 4] = label[:n]  # imagining vision gives the label
+    pred[n:, 0] = label[n:]  # skipping text gives the label
+    before = torch.full((N_PATTERNS, 3), 0.5)
+    result = search_thresholds(pred, label, gain, missing, before)
+    tau = torch.tensor(result.tau)
+    audio_text, audio_vision = 0b011, 0b110
+    assert tau[audio_text, 2] == -math.inf and tau[audio_vision, 0] == math.inf
+    assert result.mae_calibrated == 0.0 < result.mae_at_zero
+    others = [p for p in range(N_PATTERNS) if p not in (audio_text, audio_vision)]
+    assert torch.equal(tau[others], before[others])
+    for p in (audio_text, audio_vision):
+        row = result.per_pattern[p]
+        assert row["samples"] == n and row["calibrated"] == 0.0
+    assert result.per_pattern[audio_text]["never"] == pytest.approx(1.0)
+    assert result.per_pattern[audio_vision]["always"] == pytest.approx(1.0)
+
+
+def _one_pattern_case(informative: bool, n: int = 400) -> tuple[Tensor, ...]:
+    """Vision missing; imagining it is exact for a random half of the samples and off by
+    one for the others, skipping the other way round, so always and never tie. The
+    evaluator's gain ranks the samples right, though all above 0 (informative), or is
+    noise unrelated to the benefit."""
+    gen = torch.Generator().manual_seed(0)
+    label = torch.randn(n, generator=gen)
+    helps = torch.randperm(n, generator=gen) < n // 2
+    pred = torch.where(helps, label + 1.0, label)[:, None].repeat(1, 8)
+    pred[:, 4] = torch.where(helps, label, label + 1.0)
+    gain = torch.zeros(n, 3)
+    gain[:, 2] = torch.where(helps, 0.7, 0.3) if informative else torch.randn(n, generator=gen)
+    missing = torch.zeros(n, 3, dtype=torch.bool)
+    missing[:, 2] = True
+    return pred, label, gain, missing
+
+
+def test_in_between_threshold_needs_significant_gain() -> None:
+    """Noise gains: a threshold (τ = 0 included) only fits validation noise, so min_z keeps
+    a uniform policy; informative gains: a threshold in between beats always and never."""
+    tau0 = torch.zeros(N_PATTERNS, 3)
+    noise = _one_pattern_case(informative=False)
+    fitted = search_thresholds(*noise, tau0, min_z=0.0).per_pattern[3]
+    assert fitted["calibrated"] < min(fitted["always"], fitted["never"], fitted["zero"])
+    guarded = search_thresholds(*noise, tau0)
+    row = guarded.per_pattern[3]
+    assert row["calibrated"] == min(row["always"], row["never"])
+    informative = search_thresholds(*_one_pattern_case(informative=True), tau0)
+    row = informative.per_pattern[3]
+    assert row["calibrated"] < 1e-6 < min(row["always"], row["never"]) - 0.4
+    assert math.isfinite(informative.tau[3][2])
 
 
 def test_rnc_matches_definition() -> None:

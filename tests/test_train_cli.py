@@ -8,6 +8,7 @@ from conftest import write_mmsa_pickle
 from typer.testing import CliRunner
 
 from stream_mmsa.cli import app
+from stream_mmsa.model.prompts import N_PATTERNS
 from stream_mmsa.model.sentiment import load_sentiment_model
 
 runner = CliRunner()
@@ -38,6 +39,7 @@ def test_checkpoint_carries_config_metrics_and_card(trained: tuple[Path, Path]) 
     assert "no test data was seen" in extra["model_card"]
     assert ckpt.with_suffix(".md").read_text() == extra["model_card"]
     assert model.fusion.config.input_dims == {"text": 768, "audio": 5, "vision": 20}
+    assert model.fusion.tau.shape == (N_PATTERNS, 3)  # one gate threshold per pattern
 
 
 def test_eval_writes_table_json_and_plot(trained: tuple[Path, Path], tmp_path: Path) -> None:

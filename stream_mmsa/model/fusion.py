@@ -7,7 +7,8 @@ Flow for one batch (every step batched over samples, modalities and pairs):
             projection, so whatever they hold can never reach the output.
 2. imagine  generators produce each modality from the available others (imagination.py).
 3. evaluate the evaluator predicts, for every missing modality, the gain of imagining it;
-            the gate imagines m iff gain > τ_m (evaluator.py).
+            the gate imagines m iff gain > τ[pattern, m], one threshold per availability
+            pattern and modality (evaluator.py).
 4. streams  per modality: [null, private prompt, missing-type prompt, real tokens,
             imagined tokens]; a modality neither present nor imagined keeps only the
             prefix and is "skipped": its stream weight is 0.
@@ -33,7 +34,7 @@ from .evaluator import MissingModalityEvaluator
 from .imagination import Imagination
 from .layers import GroupedBlock, Positions, additive_mask, masked_mean, masked_softmax
 from .losses import compute_training_losses
-from .prompts import PromptBank, pattern_index
+from .prompts import N_PATTERNS, PromptBank, pattern_index
 from .types import MODALITIES, FusionOutput, MultimodalBatch
 from .weighting import PAIR_SOURCE, PAIR_TARGET, StreamWeighting
 
@@ -85,7 +86,9 @@ class FusionModel(nn.Module):
         self.score_out = nn.Linear(d, 1)
         self.scale_head = nn.Sequential(nn.Linear(d + 2 * m, d), nn.GELU(), nn.Linear(d, 1))
         self.rnc_proj = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-        self.register_buffer("tau", torch.zeros(m))
+        # τ per (availability pattern, modality): whether imagining m pays depends on what
+        # else is there, so one threshold per modality cannot serve every pattern.
+        self.register_buffer("tau", torch.zeros(N_PATTERNS, m))
         self.register_buffer("pair_target", torch.tensor(PAIR_TARGET), persistent=False)
         self.register_buffer("pair_source", torch.tensor(PAIR_SOURCE), persistent=False)
 
@@ -206,7 +209,7 @@ class FusionModel(nn.Module):
         elif mode == "always":
             imagined = missing
         elif mode == "gate":
-            imagined = missing & (gain > self.tau)
+            imagined = missing & (gain > self.tau[pattern])
         else:
             imagined = torch.zeros_like(missing)
         return imagined_tokens, gain, imagined

@@ -129,7 +129,7 @@ def fit(
         )
         best_metrics = _view_metrics(model, views, device)
     never_seen = ~_seen_modalities(train)
-    model.fusion.tau[never_seen.to(model.fusion.tau.device)] = math.inf
+    model.fusion.tau[:, never_seen.to(model.fusion.tau.device)] = math.inf
     return TrainResult(model, best_epoch, best_metrics, history, time.perf_counter() - start)
 
 
@@ -137,7 +137,8 @@ def _seen_modalities(dataset: MultimodalDataset) -> torch.Tensor:
     """(3,) bool: which modalities any training sample has.
 
     A modality never seen in training has no learnt generator, so its gate is closed
-    (τ = +inf): the evaluator never imagines it and the model adapts without it.
+    (τ = +inf in every availability pattern): the evaluator never imagines it and the
+    model adapts without it.
     """
     seen = {m for sample in dataset.samples for m in sample.features}
     return torch.tensor([m in seen for m in MODALITIES])
