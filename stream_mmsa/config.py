@@ -99,7 +99,11 @@ class EngineConfig(_Section):
     """The streaming engine: window cadence, models, and how missing modalities are handled."""
 
     window: WindowConfig = Field(default_factory=WindowConfig)
-    checkpoint: Path | None = None
+    checkpoint: Path | None = Field(
+        Path(__file__).resolve().parent / "checkpoints" / "engine-mosi-mosei.pt",
+        description="trained on the engine's own windows (configs/engine.yaml); None: the "
+        "text-only checkpoint that `eval` uses",
+    )
     imagine: Literal["gate", "always", "never"] = "gate"
     asr_model: str = "tiny.en"
     asr_model_path: str | None = None

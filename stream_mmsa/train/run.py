@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from rich.console import Console
 from ..config import REPO_ROOT, Config, TextConfig, load_config
 from ..model.fusion import FusionModel
 from ..model.sentiment import SentimentModel, load_sentiment_model, save_sentiment_model
+from ..model.types import MODALITIES
 from .evaluate import EvalRow, evaluate, format_table
 from .loading import datasets_from_config, is_pickle, load_split, make_text_encoder
 from .protocols import ModalityPattern, protocol_settings
@@ -32,8 +34,8 @@ SPOKEN_LIMITS = [
     "    the model can only learn speech timing/presence from it, not how a person sounds.",
     "  - vision: NO REAL SENTIMENT SIGNAL. There is no labelled face video here: each window",
     "    got the FaceExtractor output of a random window of the bundled sample's face",
-    "    (scikit-image astronaut), unrelated to the label, so the model and its evaluator",
-    "    learn not to rely on vision. Real facial expression is never used.",
+    "    (scikit-image astronaut), unrelated to the label, so all the model can learn is",
+    "    that vision says nothing about sentiment. Real facial expression is never used.",
     "- Windows were cut with the watermark clock (as `run --fast`): text is never `late`",
     "  in training; random modality drops (train.drop_rate) stand in for ASR lag.",
     "- English only; MOSI/MOSEI are YouTube monologues (opinion videos), so conversational,",
@@ -67,6 +69,23 @@ def _figures(m: dict[str, float]) -> str:
         for k in ("Non0_acc_2", "Non0_F1_score", "Has0_acc_2", "Mult_acc_7", "MAE", "Corr")
         if k in m
     )
+
+
+def gate_lines(tau: torch.Tensor) -> list[str]:
+    """What the evaluator does with each missing modality, per pattern of those present:
+    the card must say whether a branch with no real signal is ever relied on."""
+    lines = ["- Evaluator gate (τ per pattern, calibrated on the validation windows):"]
+    for j, modality in enumerate(MODALITIES):
+        rules = []
+        for pattern in range(1, 1 << len(MODALITIES)):  # bit k: MODALITIES[k] present
+            if pattern >> j & 1:
+                continue
+            present = "+".join(m for k, m in enumerate(MODALITIES) if pattern >> k & 1)
+            t = float(tau[pattern, j])
+            rule = "never" if t == math.inf else "always" if t == -math.inf else f"gain > {t:.2f}"
+            rules.append(f"{present} {rule}")
+        lines.append(f"  {modality} missing, imagined when: " + "; ".join(rules) + ".")
+    return lines
 
 
 def model_card(
@@ -122,6 +141,7 @@ def model_card(
             *SPOKEN_LIMITS[:5],
             f"    Gold (human) transcripts as text-only samples: {gold}.",
             *SPOKEN_LIMITS[5:],
+            *gate_lines(result.model.fusion.tau),
         ]
     if present:
         lines.append(f"- Modalities with training signal: {', '.join(present)}.")

@@ -246,7 +246,7 @@ def spoken_splits(
         encoder,
         dims,
         config.engine,
-        name=f"{names}:train:spoken",
+        name=f"{names}:train (spoken)",
         seed=config.seed,
         stride=data.window_stride,
     )
@@ -260,7 +260,7 @@ def spoken_splits(
         encoder,
         dims,
         config.engine,
-        name=f"{(data.valid_path or data.train_paths[0]).parent.name}:valid:spoken",
+        name=f"{(data.valid_path or data.train_paths[0]).parent.name}:valid (spoken)",
         seed=config.seed + 1,
     )
     return train, valid
