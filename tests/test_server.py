@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import AudioStreamTrack
 from chromium import SAMPLE, Chromium, chromium_binary, fake_devices
 
 from stream_mmsa.events import parse_event
@@ -197,6 +198,22 @@ def test_malformed_offers_get_400_with_json(server: Server, body: object, code: 
             assert answer["message"]
 
     asyncio.run(check())
+
+
+def test_one_person_per_offer(server: Server) -> None:
+    async def check() -> None:
+        pc = RTCPeerConnection()
+        pc.addTrack(AudioStreamTrack())
+        pc.addTrack(AudioStreamTrack())
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            body = {"sdp": pc.localDescription.sdp, "type": "offer"}
+            status, answer = await _post_offer(http, server.url, body, AUTH)
+        await pc.close()
+        assert (status, answer["error"]) == (400, "too_many_tracks")
+
+    asyncio.run(check())
+    assert server.get("/healthz")["sessions"] == 0
 
 
 def test_oversized_messages_are_refused(server: Server) -> None:

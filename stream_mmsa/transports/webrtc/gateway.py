@@ -138,9 +138,14 @@ class WebRTCGateway:
                 400, "malformed_offer", f"the SDP offer cannot be used: {error or type(error)}"
             ) from error
         media = [t for t in tracks if t.kind in ("audio", "video")]
-        if not media:
+        kinds = [t.kind for t in media]
+        if not media or len(set(kinds)) < len(kinds):
             await pc.close()
-            raise GatewayError(400, "no_media", "the offer has no audio or video track to analyse")
+            if not media:
+                raise GatewayError(400, "no_media", "the offer has no audio or video track")
+            raise GatewayError(  # a session is one person: unread tracks would queue frames
+                400, "too_many_tracks", f"one audio and one video track per offer, got {kinds}"
+            )
         await pc.setLocalDescription(await pc.createAnswer())
         session_id = uuid.uuid4().hex[:12]
         source = TrackSource(media, name=f"webrtc:{session_id}", idle_timeout=self.idle_timeout)
