@@ -148,6 +148,8 @@ def serve(
     extra = [f"server.{k}={v}" for k, v in (("host", host), ("port", port), ("db", db)) if v]
     if port == 0:
         extra.append("server.port=0")
+    if token is not None and len(token) < 16:
+        raise _fail("--token needs at least 16 characters (e.g. `openssl rand -hex 16`)")
     try:
         cfg = load_config(config, [*(overrides or []), *extra])
         if token is not None:
