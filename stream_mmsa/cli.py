@@ -136,16 +136,20 @@ def serve(
         str | None, typer.Option(help="access token (server.token, else $STREAM_MMSA_TOKEN)")
     ] = None,
     db: Annotated[Path | None, typer.Option(help="SQLite event log (server.db)")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM key of --tls-cert")] = None,
 ) -> None:
     """Serve the browser page, WebRTC offers, /events, /healthz and /metrics."""
     import asyncio
     import logging
+    import ssl
 
     from .config import load_config
     from .server import serve as run_server
     from .server.app import resolve_token
 
-    extra = [f"server.{k}={v}" for k, v in (("host", host), ("port", port), ("db", db)) if v]
+    given = {"host": host, "port": port, "db": db, "tls_cert": tls_cert, "tls_key": tls_key}
+    extra = [f"server.{k}={v}" for k, v in given.items() if v]
     if port == 0:
         extra.append("server.port=0")
     if token is not None and len(token) < 16:
@@ -164,7 +168,10 @@ def serve(
         note = " (a random token: set server.token or $STREAM_MMSA_TOKEN)" if generated else ""
         console.print(f"[bold green]serving[/] open {url}{note}")
 
-    asyncio.run(run_server(cfg, secret, announce))
+    try:
+        asyncio.run(run_server(cfg, secret, announce))
+    except (OSError, ssl.SSLError) as error:  # port in use, unreadable or mismatched TLS files
+        raise _fail(str(error)) from None
 
 
 @app.command()

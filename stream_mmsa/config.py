@@ -141,6 +141,18 @@ class ServerConfig(_Section):
     )
     max_queue: int = Field(256, ge=1, description="unsent events per /events client")
     db: Path = Field(Path("out/events.sqlite"), description="the durable event log (SQLite)")
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate: serve HTTPS (browsers allow cameras only on https "
+        "or localhost)",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return self
 
 
 class Config(_Section):

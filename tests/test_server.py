@@ -429,3 +429,78 @@ def test_health_and_metrics(server: Server) -> None:
     assert samples['stream_mmsa_frames_received_total{kind="video"}'] > 0
     for name in ("stream_mmsa_sessions", 'stream_mmsa_queue_depth{queue="inference"}'):
         assert name in samples
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (cryptography comes with aiortc)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_with_a_certificate_and_clear_errors_without_one(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    binary = str(Path(sys.executable).parent / "stream-mmsa")
+    broken = subprocess.run(
+        [binary, "serve", f"--tls-cert={cert}", f"--token={TOKEN}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert broken.returncode == 2 and "tls_cert and tls_key go together" in broken.stderr
+    port = _free_port()
+    command = [binary, "serve", f"--port={port}", f"--token={TOKEN}", f"--db={tmp_path / 'e.db'}"]
+    process = subprocess.Popen(
+        [*command, f"--tls-cert={cert}", f"--tls-key={key}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def health() -> dict:
+        deadline = time.monotonic() + 120
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=False) as r:
+                        return await r.json()
+                except aiohttp.ClientError:
+                    assert process.poll() is None and time.monotonic() < deadline
+                    await asyncio.sleep(0.5)
+
+    try:
+        assert asyncio.run(health())["status"] == "ok"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)

@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -193,16 +194,26 @@ def build_app(runtime: Runtime, config: ServerConfig, token: str) -> web.Applica
     return app
 
 
+def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """HTTPS from the configured PEM pair, or None for plain HTTP; raises on a bad pair."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
+
+
 async def serve(config: Config, token: str, announce: Callable[[str], None] = print) -> None:
     """Run until SIGINT/SIGTERM; `announce` gets the page's URL once it is listening."""
+    tls = tls_context(config.server)  # a bad certificate fails before the models load
     async with Runtime(config.engine) as runtime:
         app = build_app(runtime, config.server, token)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
         await site.start()
         host, port = runner.addresses[0][:2]
-        announce(f"http://{host}:{port}/?token={token}")
+        announce(f"{'https' if tls else 'http'}://{host}:{port}/?token={token}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
