@@ -267,10 +267,10 @@ def spoken_splits(
 
 
 def window_and_utterance_metrics(
-    model: SentimentModel, dataset: MultimodalDataset
+    model: SentimentModel, dataset: MultimodalDataset, imagine: str = "gate"
 ) -> dict[str, dict[str, float]]:
     """MOSI metrics per window, and per utterance on the mean score of its windows."""
-    pred, label = predict(model, make_loader(dataset, 256))
+    pred, label = predict(model, make_loader(dataset, 256), imagine=imagine)
     by_utterance: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(dataset.samples):
         by_utterance[sample.id.rsplit("#", 1)[0]].append(i)
@@ -288,6 +288,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("action", choices=["featurize", "eval"])
     parser.add_argument("--config", type=Path, default=Path("configs/engine.yaml"))
     parser.add_argument("--checkpoint", type=Path, help="eval: defaults to the engine's")
+    parser.add_argument(
+        "--drop",
+        nargs="*",
+        default=[],
+        choices=["audio", "vision"],
+        help="eval: remove these modalities from every window (how much the model relies on them)",
+    )
+    parser.add_argument("--imagine", choices=["gate", "always", "never"], default="gate")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     torch.set_num_threads(config.train.threads)
@@ -303,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     valid = spoken_dataset(
         records, encoder, dims, config.engine, name="valid", seed=config.seed + 1
     )
-    print(json.dumps(window_and_utterance_metrics(model, valid), indent=2))
+    for sample in valid.samples:
+        for modality in args.drop:
+            sample.features.pop(modality, None)
+    valid = MultimodalDataset([s for s in valid.samples if s.features], valid.dims, valid.name)
+    print(json.dumps(window_and_utterance_metrics(model, valid, args.imagine), indent=2))
 
 
 if __name__ == "__main__":
