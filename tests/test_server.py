@@ -168,6 +168,15 @@ def test_origin_allow_list(server: Server) -> None:
             async with http.post(server.url + "/offer", data="{}", headers=allowed) as response:
                 assert response.status == 400
                 assert response.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
+            preflight = {"Origin": "http://allowed.example"}  # no token: browsers send none
+            async with http.options(server.url + "/offer", headers=preflight) as response:
+                assert response.status == 204
+                assert "POST" in response.headers["Access-Control-Allow-Methods"]
+                assert response.headers["Access-Control-Allow-Origin"] == "http://allowed.example"
+            async with http.options(
+                server.url + "/offer", headers={"Origin": "http://evil.example"}
+            ) as response:
+                assert response.status == 403
             same = {**AUTH, "Origin": server.url}
             status, _ = await _post_offer(http, server.url, {}, same)
             assert status == 400

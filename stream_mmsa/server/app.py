@@ -78,11 +78,7 @@ def _access(token: str, allowed_origins: list[str]) -> Callable:
         cross = origin is not None and origin != _own_origin(request)
         if cross and origin not in allowed:
             return error(403, "origin_not_allowed", f"origin {origin} is not allowed here")
-        if request.method == "OPTIONS":  # CORS preflight from an allowed origin
-            response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = "POST, GET"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-        else:
+        if request.method != "OPTIONS":  # browsers send no credentials in a CORS preflight
             presented = _presented_token(request)
             if presented is None or not hmac.compare_digest(presented.encode(), token.encode()):
                 return error(
@@ -91,7 +87,7 @@ def _access(token: str, allowed_origins: list[str]) -> Callable:
                     "a valid token is required (Authorization: Bearer … or ?token=…)",
                     **{"WWW-Authenticate": "Bearer"},
                 )
-            response = await handler(request)
+        response = await handler(request)
         if cross and not response.prepared:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
@@ -136,6 +132,17 @@ async def _offer(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def _preflight(request: web.Request) -> web.Response:
+    """CORS preflight for /offer; the access middleware has already checked the origin."""
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "POST, GET",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        },
+    )
+
+
 async def _healthz(request: web.Request) -> web.Response:
     gateway, hub = request.app[GATEWAY], request.app[HUB]
     return web.json_response(
@@ -177,7 +184,7 @@ def build_app(runtime: Runtime, config: ServerConfig, token: str) -> web.Applica
     app.router.add_get("/", _page)
     app.router.add_static("/static", STATIC)
     app.router.add_post("/offer", _offer)
-    app.router.add_route("OPTIONS", "/offer", _offer)  # answered by the access middleware
+    app.router.add_route("OPTIONS", "/offer", _preflight)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
 

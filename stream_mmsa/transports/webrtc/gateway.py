@@ -53,6 +53,22 @@ class GatewayError(Exception):
         self.message = message
 
 
+def _one_person(tracks: list[MediaStreamTrack]) -> list[MediaStreamTrack]:
+    """The offer's audio and video tracks: at least one, at most one of each kind.
+
+    A session is one person; a track nobody reads would queue its frames forever.
+    """
+    media = [t for t in tracks if t.kind in ("audio", "video")]
+    kinds = [t.kind for t in media]
+    if not media:
+        raise GatewayError(400, "no_media", "the offer has no audio or video track")
+    if len(set(kinds)) < len(kinds):
+        raise GatewayError(
+            400, "too_many_tracks", f"one audio and one video track per offer, got {kinds}"
+        )
+    return media
+
+
 @dataclass(eq=False)
 class Peer:
     """One connected peer and the session analysing its tracks."""
@@ -120,8 +136,7 @@ class WebRTCGateway:
         """Source counters over every session, ended and running."""
         total = TrackStats(**vars(self.ended_stats))
         for peer in self.peers.values():
-            for key, value in vars(peer.source.stats).items():
-                setattr(total, key, getattr(total, key) + value)
+            total.add(peer.source.stats)
         return total
 
     async def _connect(self, offer: OfferRequest) -> Peer:
@@ -131,21 +146,16 @@ class WebRTCGateway:
         pc.on("track", tracks.append)
         pc.on("datachannel", lambda channel: self._on_channel(channel, events))
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
-        except Exception as error:  # aiortc raises many types on bad SDP; all mean the same
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
+            except Exception as error:  # aiortc raises many types on bad SDP; all mean the same
+                raise GatewayError(
+                    400, "malformed_offer", f"the SDP offer cannot be used: {error or type(error)}"
+                ) from error
+            media = _one_person(tracks)
+        except GatewayError:
             await pc.close()
-            raise GatewayError(
-                400, "malformed_offer", f"the SDP offer cannot be used: {error or type(error)}"
-            ) from error
-        media = [t for t in tracks if t.kind in ("audio", "video")]
-        kinds = [t.kind for t in media]
-        if not media or len(set(kinds)) < len(kinds):
-            await pc.close()
-            if not media:
-                raise GatewayError(400, "no_media", "the offer has no audio or video track")
-            raise GatewayError(  # a session is one person: unread tracks would queue frames
-                400, "too_many_tracks", f"one audio and one video track per offer, got {kinds}"
-            )
+            raise
         await pc.setLocalDescription(await pc.createAnswer())
         session_id = uuid.uuid4().hex[:12]
         source = TrackSource(media, name=f"webrtc:{session_id}", idle_timeout=self.idle_timeout)
@@ -193,6 +203,5 @@ class WebRTCGateway:
         finally:
             await peer.pc.close()
             await peer.events.close()
-            for key, value in vars(peer.source.stats).items():
-                setattr(self.ended_stats, key, getattr(self.ended_stats, key) + value)
+            self.ended_stats.add(peer.source.stats)
             del self.peers[session_id]

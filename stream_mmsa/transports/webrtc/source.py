@@ -42,6 +42,11 @@ class TrackStats:
     audio_dropped: int = 0
     audio_resyncs: int = 0
 
+    def add(self, other: TrackStats) -> None:
+        """Count `other`'s frames into these (totals over sessions)."""
+        for key, value in vars(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
 
 class TrackSource(Source):
     """Frames from a peer's audio and/or video track until both end or media stops.
