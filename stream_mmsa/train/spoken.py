@@ -46,7 +46,7 @@ from ..media.sources.synthetic import SyntheticSource
 from ..media.speech import speak
 from ..model.sentiment import SentimentModel
 from ..paths import cache_root
-from ..sinks.base import AnyEvent, Sink
+from ..sinks.group import SinkGroup
 from ..windowing import USED_STATES, Window
 from .datasets import MultimodalDataset, Sample, TextRecord, load_label_csv, make_loader
 from .evaluate import predict
@@ -65,14 +65,6 @@ Stored = list[dict]
 """One utterance: per window its index, start, end, states, transcript and audio array."""
 
 
-class _Discard(Sink):
-    async def send(self, event: AnyEvent) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-
 class _Capture(Session):
     """A session that keeps each window as the engine cut it.
 
@@ -81,7 +73,7 @@ class _Capture(Session):
     """
 
     def __init__(self, runtime: Runtime, source: Source, session_id: str) -> None:
-        super().__init__(runtime, source, _Discard(), session_id=session_id, realtime=False)
+        super().__init__(runtime, source, SinkGroup([]), session_id=session_id, realtime=False)
         self.windows: list[Window] = []
 
     async def _with_text(self, window: Window) -> Window:
