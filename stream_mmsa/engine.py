@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -22,9 +24,12 @@ import torch
 
 from .config import EngineConfig
 from .events import (
+    AnyEvent,
     ModalityReport,
     Sentiment,
     SentimentEvent,
+    SessionEvent,
+    SessionState,
     StatusEvent,
     TranscriptEvent,
     Word,
@@ -35,11 +40,14 @@ from .features.asr import AsrConfig, StreamingTranscriber, TranscriptUpdate, loa
 from .features.base import FeatureUpdate, FeatureVector
 from .features.face import FaceExtractor
 from .inference import InferenceRequest, InferenceWorker
-from .media.frames import AudioChunk, VideoFrame
+from .media.frames import AudioChunk, Frame, VideoFrame
 from .media.sources.base import Source
 from .model.types import MODALITIES, FusionOutput
-from .sinks.base import AnyEvent, Sink
+from .sinks.base import Sink
+from .sinks.group import SinkFailed, SinkFailure
 from .windowing import USED_STATES, Aligner, Window, WindowClock
+
+log = logging.getLogger(__name__)
 
 NO_TEXT = np.zeros(0, dtype=np.float32)
 """Text timeline entries mark where words are; their token states are computed per window."""
@@ -83,24 +91,52 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self._text_pool, run)
 
 
+ROLLING = 2000
+"""Latencies and transcript words a summary keeps: a server session lasts hours."""
+
+AUDIO_QUEUE = 250
+"""Audio chunks (10 s at 40 ms) between the source and the recogniser; --fast waits for
+room (back-pressure on the file), real time drops the oldest and says so."""
+
+
 @dataclass
 class SessionSummary:
+    """What a session did, in bounded memory: counters plus the most recent figures."""
+
     session: str
     duration: float = 0.0
     events: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=ROLLING))
     states: dict[str, Counter[str]] = field(
         default_factory=lambda: {m: Counter() for m in MODALITIES}
     )
-    dropped: dict[str, int] = field(default_factory=dict)
-    transcript: list[str] = field(default_factory=list)
+    dropped: dict[str, float] = field(default_factory=dict)
+    transcript: deque[str] = field(default_factory=lambda: deque(maxlen=ROLLING))
+    words: int = 0
+    ended: str = ""
+    """Why the session ended: "source ended", "stopped: …" or "failed: …"."""
+    error: BaseException | None = None
+    signal: int | None = None
+    """The signal that stopped the session, if one did (set by whoever handles signals)."""
+    sink_failures: list[SinkFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """The input was analysed to its end and every sink kept every event."""
+        return self.error is None and not self.sink_failures
 
     def latency(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
 class Session:
-    """One stream of media analysed end to end; `run()` returns when the source ends."""
+    """One stream of media analysed end to end; `run()` returns when the source ends.
+
+    Supervised: the pump, the recogniser and the window clock run in one task group, so a
+    failure in any of them ends the session in order (a `failed` session event, the
+    windows already closed kept) instead of stalling it. `stop()` drains: the source is
+    no longer read, what was read is analysed and emitted, then the session ends.
+    """
 
     def __init__(
         self,
@@ -125,44 +161,99 @@ class Session:
         self.aligner = Aligner(self.id, runtime.config.window)
         self._seq = 0
         self._emit_lock = asyncio.Lock()
+        self._order = MediaOrder(("windows", "text"))
         self._states: dict[str, tuple[str, str]] = {}
         self._interim = ""
         self._input_end: float | None = None
+        self._read_to = 0.0
+        self._stop_reason: str | None = None
+        self._stopped = asyncio.Event()
+        self._losses: dict[str, float] = {}
+        self._audio_dropped = 0
+
+    def stop(self, reason: str) -> None:
+        """End the session early but in order: stop reading, analyse what came in, flush."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._stopped.set()
 
     async def run(self) -> SessionSummary:
+        config = self.runtime.config
         acoustic = AcousticExtractor()
-        face = FaceExtractor(max_fps=self.runtime.config.face_max_fps)
-        asr_config = AsrConfig(
-            model=self.runtime.config.asr_model,
-            max_pending_s=8.0 if self.realtime else None,
-        )
+        face = FaceExtractor(max_fps=config.face_max_fps, adaptive=self.realtime)
+        asr_config = AsrConfig(model=config.asr_model, max_pending_s=8.0 if self.realtime else None)
         asr = StreamingTranscriber(self.runtime.asr_model, asr_config)
-        audio: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
+        audio: asyncio.Queue[AudioChunk | None] = asyncio.Queue(AUDIO_QUEUE)
         origin = self.source.origin if self.source.origin is not None else time.monotonic()
         clock = WindowClock("realtime" if self.realtime else "watermark", start=origin)
-        windows = asyncio.create_task(self._windows(clock))
-        transcribe = asyncio.create_task(self._transcribe(asr, audio))
         try:
-            end = self._input_end = await self._pump(acoustic, face, audio)
-            await audio.put(None)
-            await transcribe
-            self.aligner.update(await acoustic.flush())
-            self.aligner.update(await face.flush())
-            self.aligner.finish(end)
-            self.summary.duration = end
-            await windows
+            async with asyncio.TaskGroup() as tasks:
+                transcribe = tasks.create_task(self._transcribe(asr, audio))
+                tasks.create_task(self._windows(clock))
+                tasks.create_task(self._drive(acoustic, face, audio, transcribe))
+        except Exception as failure:  # an ExceptionGroup: the first error is the cause
+            error = _first_error(failure)
+            self.summary.error = error
+            self.summary.ended = f"failed: {_describe(error)}"
+            log.error("session %s failed", self.id, exc_info=error)
         finally:
-            for task in (windows, transcribe):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(windows, transcribe, return_exceptions=True)
-            await asyncio.gather(acoustic.close(), face.close(), asr.close(), self.source.close())
+            await asyncio.gather(
+                acoustic.close(), face.close(), asr.close(), self.source.close(),
+                return_exceptions=True,
+            )  # fmt: skip
+        self.summary.duration = self._input_end if self._input_end is not None else self._read_to
         self.summary.dropped = {
             **{f"aligner_{m}": n for m, n in self.aligner.dropped.items() if n},
             "face_frames_dropped": face.stats.dropped,
             "asr_skipped_s": round(asr.stats.skipped_s, 2),
+            **self._losses,
         }
+        await self._end()
         return self.summary
+
+    async def _end(self) -> None:
+        """The session's last event says why it ended: `failed` with the error, or `ended`."""
+        summary = self.summary
+        if summary.error is None:
+            stopped, because = self._stop_reason, self.source.ended_because
+            summary.ended = (
+                f"stopped: {stopped}"
+                if stopped is not None
+                else f"source ended: {because}"
+                if because
+                else "source ended"
+            )
+        state = "ended" if summary.error is None else "failed"
+        counts = {k: float(v) for k, v in summary.dropped.items() if v}
+        try:
+            for lane in self._order.lanes:  # a failed session leaves events held: in order
+                await self._advance(lane, math.inf)
+            await self._emit(self._session_event(state, summary.ended, counts))
+        except Exception as error:  # the sink itself is what failed: the summary still says so
+            log.warning("session %s: final event not delivered: %s", self.id, _describe(error))
+
+    def _session_event(
+        self, state: SessionState, reason: str, counts: dict[str, float] | None = None
+    ) -> SessionEvent:
+        return SessionEvent(
+            session=self.id, seq=0, state=state, reason=reason, counts=counts or {}, **self.tags
+        )
+
+    async def _drive(
+        self,
+        acoustic: AcousticExtractor,
+        face: FaceExtractor,
+        audio: asyncio.Queue[AudioChunk | None],
+        transcribe: asyncio.Task[None],
+    ) -> None:
+        """Pump the source to its end (or a stop), then flush every extractor in order."""
+        end = await self._pump(acoustic, face, audio)
+        self._input_end = end
+        await audio.put(None)
+        await transcribe
+        self.aligner.update(await acoustic.flush())
+        self.aligner.update(await face.flush())
+        self.aligner.finish(end)
 
     async def _pump(
         self, acoustic: AcousticExtractor, face: FaceExtractor, audio: asyncio.Queue
@@ -173,20 +264,29 @@ class Session:
             self.aligner.attach("text")
         if self.source.has_video:
             self.aligner.attach("vision")
-        end = 0.0
-        async for frame in self.source.frames():
+        async for frame in _until(self._stopped, self.source.frames()):
             if isinstance(frame, AudioChunk):
-                end = max(end, frame.end)
+                self._read_to = max(self._read_to, frame.end)
                 update = await acoustic.push(frame)
                 self.aligner.update(update)
                 self._mirror_silence(update)
-                audio.put_nowait(frame)
+                await self._queue_audio(audio, frame)
             elif isinstance(frame, VideoFrame):
-                end = max(end, frame.time)
+                self._read_to = max(self._read_to, frame.time)
                 self.aligner.update(await face.push(frame))
                 if not self.realtime:  # as fast as possible: analyse frames at the face rate
                     self.aligner.update(await face.flush())
-        return end
+        return self._read_to
+
+    async def _queue_audio(self, audio: asyncio.Queue, chunk: AudioChunk) -> None:
+        """--fast waits for the recogniser; real time never waits: the oldest chunk goes."""
+        if not self.realtime:
+            await audio.put(chunk)
+            return
+        if audio.full():
+            audio.get_nowait()
+            self._audio_dropped += 1
+        audio.put_nowait(chunk)
 
     def _mirror_silence(self, update: FeatureUpdate) -> None:
         """Nobody speaking means no words: the text timeline gets the same 'no speech'."""
@@ -195,22 +295,33 @@ class Session:
             self.aligner.update(FeatureUpdate("text", absent=silent, watermark=0.0))
 
     async def _transcribe(self, asr: StreamingTranscriber, audio: asyncio.Queue) -> None:
+        end = 0.0
         while (chunk := await audio.get()) is not None:
-            await self._on_transcript(await asr.push(chunk))
-        await self._on_transcript(await asr.flush())
+            end = chunk.end
+            await self._on_transcript(await asr.push(chunk), end)
+        await self._on_transcript(await asr.flush(), math.inf)
 
-    async def _on_transcript(self, update: TranscriptUpdate) -> None:
+    async def _on_transcript(self, update: TranscriptUpdate, heard_to: float) -> None:
+        """Transcript events first, then the aligner: a window closed by these words comes
+        after them. `heard_to`: the audio the recogniser has taken, the events' media time."""
+        if update.final:
+            self.summary.transcript.extend(w.word.strip() for w in update.final)
+            self.summary.words += len(update.final)
+            event = self._transcript_event(update.final, final=True)
+            await self._emit(event, ("text", heard_to))
+        interim = " ".join(w.word.strip() for w in update.interim)
+        if interim and interim != self._interim:
+            event = self._transcript_event(update.interim, final=False)
+            await self._emit(event, ("text", heard_to))
+        self._interim = interim
+        await self._advance("text", heard_to)
         vectors = [FeatureVector(w.start, w.end, NO_TEXT) for w in update.final]
         absent = [(s, e, "asr behind") for s, e in update.skipped]
         self.aligner.add_words(update.final)
-        self.aligner.update(FeatureUpdate("text", vectors, update.watermark, absent))
-        if update.final:
-            self.summary.transcript += [w.word.strip() for w in update.final]
-            await self._emit(self._transcript_event(update.final, final=True))
-        interim = " ".join(w.word.strip() for w in update.interim)
-        if interim and interim != self._interim:
-            await self._emit(self._transcript_event(update.interim, final=False))
-        self._interim = interim
+        # --fast: a window waits for the words before it to be final, not just decoded, so
+        # its transcript never depends on how far the recogniser got (machine speed).
+        watermark = update.watermark if self.realtime else update.committed_to
+        self.aligner.update(FeatureUpdate("text", vectors, watermark, absent))
 
     def _transcript_event(self, words, final: bool) -> TranscriptEvent:
         return TranscriptEvent(
@@ -234,7 +345,22 @@ class Session:
             out = await self.runtime.worker.submit(InferenceRequest(self.id, batch))
             for modality in MODALITIES:
                 await self._status(window, modality)
-            await self._emit(self._sentiment_event(window, out))
+            await self._report_losses(window.end)
+            await self._emit(self._sentiment_event(window, out), ("windows", window.end))
+            await self._advance("windows", window.end)
+        await self._advance("windows", math.inf)
+
+    async def _report_losses(self, at: float) -> None:
+        """Media the session had to drop becomes a `degraded` event when it grows."""
+        losses = {k: float(v) for k, v in self.source.losses().items() if v}
+        if self._audio_dropped:
+            losses["audio_chunks_dropped"] = float(self._audio_dropped)
+        grown = {k: v for k, v in losses.items() if v > self._losses.get(k, 0.0)}
+        if grown:
+            self._losses.update(grown)
+            reason = ", ".join(f"{k.replace('_', ' ')}: {v:g}" for k, v in sorted(grown.items()))
+            event = self._session_event("degraded", reason, dict(self._losses))
+            await self._emit(event, ("windows", at))
 
     async def _with_text(self, window: Window) -> Window:
         """Token states for the window's transcript; no words means no text features."""
@@ -258,7 +384,8 @@ class Session:
                 since=window.start if state in USED_STATES else window.end,
                 reason=reason,
                 **self.tags,
-            )
+            ),
+            ("windows", window.end),
         )
 
     def _sentiment_event(self, window: Window, out: FusionOutput) -> SentimentEvent:
@@ -290,12 +417,112 @@ class Session:
             **self.tags,
         )
 
-    async def _emit(self, event: SentimentEvent | TranscriptEvent | StatusEvent) -> None:
-        """Number the event (gapless per session) and hand it to the sinks in order."""
+    async def _emit(self, event: AnyEvent, order: tuple[str, float] | None = None) -> None:
+        """Number the event (gapless per session) and hand it to the sinks in order.
+
+        --fast merges the recogniser's and the windows' events by media time (`order`:
+        lane and time), so the same input gives the same sequence on any machine. A sink
+        that fails for the first time is reported to the others by a `degraded` event.
+        """
         async with self._emit_lock:
-            event = event.model_copy(update={"seq": self._seq})
-            self._seq += 1
-            self.summary.events[event.type] += 1
+            if self.realtime or order is None:
+                await self._deliver(event)
+            else:
+                self._order.put(*order, event)
+                for ready in self._order.ready():
+                    await self._deliver(ready)
+
+    async def _advance(self, lane: str, to: float) -> None:
+        """A lane's events up to media time `to` are all in: held events may go out."""
+        if self.realtime:
+            return
+        async with self._emit_lock:
+            self._order.advance(lane, to)
+            for ready in self._order.ready():
+                await self._deliver(ready)
+
+    async def _deliver(self, event: AnyEvent) -> None:
+        failed = await self._send(event)
+        if failed is not None:
+            self.summary.sink_failures.extend(failed.failures)
+            reason = "; ".join(f"sink {f.describe()}" for f in failed.failures)
+            await self._send(self._session_event("degraded", reason))
+
+    async def _send(self, event: AnyEvent) -> SinkFailed | None:
+        event = event.model_copy(update={"seq": self._seq})
+        self._seq += 1
+        self.summary.events[event.type] += 1
+        if self.on_event:
+            self.on_event(event)
+        try:
             await self.sink.send(event)
-            if self.on_event:
-                self.on_event(event)
+        except SinkFailed as failed:
+            return failed
+        return None
+
+
+class MediaOrder:
+    """Merges lanes of events, each in media-time order, into one order by media time.
+
+    An event goes out once every other lane has either a held event at or after its time
+    or has said (`advance`) that nothing earlier will come; ties go by lane order.
+    """
+
+    def __init__(self, lanes: tuple[str, ...]) -> None:
+        self.lanes = lanes
+        self._held: dict[str, deque[tuple[float, AnyEvent]]] = {lane: deque() for lane in lanes}
+        self._done: dict[str, float] = dict.fromkeys(lanes, -math.inf)
+
+    def put(self, lane: str, at: float, event: AnyEvent) -> None:
+        self._held[lane].append((at, event))
+
+    def advance(self, lane: str, to: float) -> None:
+        self._done[lane] = max(self._done[lane], to)
+
+    def ready(self) -> list[AnyEvent]:
+        out: list[AnyEvent] = []
+        while True:
+            heads = [(q[0][0], i) for i, q in enumerate(self._held.values()) if q]
+            if not heads:
+                return out
+            at, first = min(heads)
+            lane = self.lanes[first]
+            if any(
+                not self._held[other] and self._done[other] < at
+                for other in self.lanes
+                if other != lane
+            ):
+                return out
+            out.append(self._held[lane].popleft()[1])
+
+
+async def _until(stop: asyncio.Event, frames: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+    """`frames` until it ends or `stop` is set, even while the source stalls."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            following = asyncio.ensure_future(anext(frames))
+            await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                return
+            try:
+                frame = following.result()
+            except StopAsyncIteration:
+                return
+            yield frame
+    finally:
+        stopped.cancel()
+        await frames.aclose()
+
+
+def _first_error(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

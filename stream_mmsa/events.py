@@ -112,11 +112,30 @@ class StatusEvent(_Event):
     reason: str = ""
 
 
-Event = Annotated[SentimentEvent | TranscriptEvent | StatusEvent, Field(discriminator="type")]
+SessionState = Literal["degraded", "failed", "ended"]
+
+
+class SessionEvent(_Event):
+    """Something about the session itself rather than one modality.
+
+    degraded: work was lost but the session goes on (a sink failed, frames dropped,
+      undecodable packets skipped); `counts` says how much.
+    failed: a part of the pipeline raised; the session ends after this event.
+    ended: the last event of every session, with why (source ended, stopped by signal, ...).
+    """
+
+    type: Literal["session"] = "session"
+    state: SessionState
+    reason: str
+    counts: dict[str, float] = Field(default_factory=dict)
+
+
+AnyEvent = SentimentEvent | TranscriptEvent | StatusEvent | SessionEvent
+Event = Annotated[AnyEvent, Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
-def parse_event(data: str | bytes | dict) -> SentimentEvent | TranscriptEvent | StatusEvent:
+def parse_event(data: str | bytes | dict) -> AnyEvent:
     """Parse and validate one event from JSON text or a dict."""
     if isinstance(data, str | bytes):
         return EVENT_ADAPTER.validate_json(data)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -79,9 +82,28 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
         total = sum(counts.values()) or 1
         shares = " · ".join(f"{s} {100 * counts[s] / total:.0f}%" for s in STATE_STYLE if counts[s])
         table.add_row(f"{m} availability", shares)
-    table.add_row("dropped", ", ".join(f"{k} {v}" for k, v in summary.dropped.items()) or "none")
-    table.add_row("transcript", " ".join(summary.transcript)[:300])
+    dropped = ", ".join(f"{k} {v:g}" for k, v in summary.dropped.items() if v)
+    table.add_row("dropped", dropped or "none")
+    table.add_row("transcript", f"{summary.words} words; last: " + tail(summary.transcript, 300))
+    table.add_row("ended", summary.ended)
+    for failure in summary.sink_failures:
+        table.add_row("[bold red]sink failed[/]", failure.describe())
     console.print(table)
+
+
+def tail(words: Iterable[str], chars: int) -> str:
+    text = " ".join(words)
+    return text if len(text) <= chars else "…" + text[-chars:]
+
+
+def exit_code(summary: SessionSummary) -> int:
+    """0: analysed to the end, every event delivered; 1: a part failed or a sink lost
+    events; 128 + signal number when stopped by a signal (as shells report it)."""
+    if summary.error is not None or summary.sink_failures:
+        return 1
+    if summary.signal is not None:
+        return 128 + summary.signal
+    return 0
 
 
 async def run_file(
@@ -108,15 +130,49 @@ async def run_file(
         sinks.append(hub)
     view = LiveView()
     source = FileSource(path, realtime=not fast)
-    async with Runtime(config) as runtime, SinkGroup(sinks) as sink:
-        session = Session(runtime, source, sink, realtime=not fast, on_event=view.on_event)
-        with Live(view.render(), console=console, refresh_per_second=8) as live:
+    group = SinkGroup(sinks)
+    async with Runtime(config) as runtime, group:
+        session = Session(runtime, source, group, realtime=not fast, on_event=view.on_event)
+        with (
+            Live(view.render(), console=console, refresh_per_second=8) as live,
+            on_signals(session, console),
+        ):
             task = asyncio.create_task(session.run())
             while not task.done():
                 await asyncio.wait({task}, timeout=0.125)
                 live.update(view.render())
             summary = task.result()
+    summary.sink_failures = group.failed  # closing may fail too (the log's last commit)
     print_summary(console, summary)
+    for failure in summary.sink_failures:
+        console.print(f"[bold red]error:[/] sink {failure.describe()}")
+    if summary.error is not None:
+        console.print(f"[bold red]error:[/] session {summary.ended}")
+    if summary.signal is not None:
+        console.print(f"stopped by signal {signal.Signals(summary.signal).name}")
     if db:
         console.print(f"event log: {db}")
     return summary
+
+
+@contextlib.contextmanager
+def on_signals(session: Session, console: Console) -> Iterator[None]:
+    """SIGTERM / SIGINT drain the session (stop reading, close windows, flush sinks);
+    a second signal while draining stops at once."""
+    loop = asyncio.get_running_loop()
+    caught = (signal.SIGTERM, signal.SIGINT)
+
+    def handle(number: signal.Signals) -> None:
+        if session.summary.signal is not None:
+            raise KeyboardInterrupt  # a second signal: the user does not want to wait
+        session.summary.signal = int(number)
+        console.print(f"{number.name}: stopping, finishing the open windows and flushing sinks…")
+        session.stop(f"signal {number.name}")
+
+    for number in caught:
+        loop.add_signal_handler(number, handle, number)
+    try:
+        yield
+    finally:
+        for number in caught:
+            loop.remove_signal_handler(number)

@@ -267,6 +267,29 @@ def test_words_in_the_padding_are_dropped() -> None:
     assert texts(run(core, noise(CHUNK_S))[0].interim) == ["real"]
 
 
+def test_an_unsure_restart_of_the_committed_sentence_is_dropped() -> None:
+    recent = ["what", "a", "waste", "i", "am", "so", "disappointed"]
+    echo = [Word("I", 1.2, 1.2, 0.11), Word("am", 1.2, 1.4, 0.49)]
+    assert asr.is_echo(recent, echo)
+    assert not asr.is_echo(recent, [Word(w.word, w.start, w.end, 0.9) for w in echo])  # meant
+    assert not asr.is_echo(recent, [Word("happy", 1.2, 1.4, 0.2)])  # new, however unsure
+    assert not asr.is_echo(recent, [])
+
+
+def test_a_rejected_closing_decode_keeps_the_words_already_heard() -> None:
+    """The step decodes hear a word; the utterance's closing decode fails a guard: the
+    interim word still becomes final (the sample's last word was lost this way)."""
+    heard = words(("so", 0.1, 0.3), ("disappointed.", 0.35, 0.8))
+    rejected = Hypothesis(words(("Thank", 0.0, 0.2)), no_speech_prob=0.9, avg_logprob=-1.5)
+    steps = [[heard[0]], heard]  # the first word agrees and commits, the second stays interim
+    decoder = Scripted(*steps, rejected)
+    core = TranscriberCore(decoder, fast_config(vad=True, min_silence_s=CHUNK_S), EnergyVad())
+    audio = timecoded(2 * CHUNK_S + 1.0, speech=((0.0, 2 * CHUNK_S),))
+    finals = [w for u in run(core, audio) for w in u.final] + core.flush().final
+    assert len(decoder.calls) == 3
+    assert texts(finals) == ["so", "disappointed."]
+
+
 # --------------------------------------------------------------------------- VAD and time
 
 

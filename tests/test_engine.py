@@ -75,7 +75,8 @@ def test_seq_is_gapless_and_every_event_validates(fast_run: tuple[list[dict], ob
     for event in events:
         jsonschema.validate(event, schema)
     kinds = {e["type"] for e in events}
-    assert kinds == {"sentiment", "transcript", "status"}
+    assert kinds == {"sentiment", "transcript", "status", "session"}
+    assert events[-1]["type"] == "session" and events[-1]["reason"] == "source ended"
 
 
 def test_transcript_follows_the_speech(fast_run: tuple[list[dict], object]) -> None:

@@ -13,6 +13,7 @@ from stream_mmsa.events import (
     ModalityReport,
     Sentiment,
     SentimentEvent,
+    SessionEvent,
     StatusEvent,
     TranscriptEvent,
     Window,
@@ -61,6 +62,13 @@ EVENTS = [
     StatusEvent(
         session="s1", seq=45, modality="vision", state="missing", since=31.5, reason="no face"
     ),
+    SessionEvent(
+        session="s1",
+        seq=46,
+        state="degraded",
+        reason="sink EventLog(e.sqlite) failed (disk full); 3 events lost",
+    ),
+    SessionEvent(session="s1", seq=47, state="ended", reason="stopped: SIGTERM", counts={"x": 2.0}),
 ]
 
 

@@ -22,6 +22,7 @@ from stream_mmsa.events import (
 )
 from stream_mmsa.sinks import AnyEvent, Sink, SinkGroup
 from stream_mmsa.sinks.eventlog import EventLog, SequenceCounter, SequenceError, read_events
+from stream_mmsa.sinks.group import SinkFailed
 from stream_mmsa.sinks.jsonl import JsonlSink
 from stream_mmsa.sinks.websocket import CLOSE_SLOW_CONSUMER, WebSocketHub
 
@@ -111,15 +112,22 @@ def test_sink_group_isolates_a_failing_sink(tmp_path: Path) -> None:
     broken = BrokenSink()
     path = tmp_path / "events.jsonl"
 
-    async def main() -> SinkGroup:
+    async def main() -> tuple[SinkGroup, list[SinkFailed]]:
         group = SinkGroup([broken, JsonlSink(path)])
+        raised = []
         for seq in range(3):
-            await group.send(sentiment("s", seq))
+            try:
+                await group.send(sentiment("s", seq))
+            except SinkFailed as failed:
+                raised.append(failed)
         await group.close()
-        return group
+        return group, raised
 
-    group = run(main())
+    group, raised = run(main())
+    assert len(raised) == 1  # the first failure is reported once; the others got the event
+    assert "disk full" in str(raised[0])
     assert group.failures == [3, 0]
+    assert [(f.error, f.lost) for f in group.failed] == [("disk full", 3)]
     assert broken.closed
     assert len(path.read_text().splitlines()) == 3
 

@@ -81,11 +81,14 @@ class TranscriptUpdate:
     skipped:   (start, end) audio dropped undecoded because ASR fell behind: text there is
                missing for good, not late.
     pending_s: audio received but not yet decoded.
+    committed_to: no word that becomes final later starts before this session time (it
+               trails `watermark` by the uncommitted tail of an open utterance).
     """
 
     final: list[Word] = field(default_factory=list)
     interim: list[Word] = field(default_factory=list)
     watermark: float = 0.0
+    committed_to: float = 0.0
     skipped: list[tuple[float, float]] = field(default_factory=list)
     pending_s: float = 0.0
 
@@ -203,6 +206,20 @@ def cut_collapsed(words: Sequence[Word], min_duration: float = 0.03) -> list[Wor
         if all(w.end - w.start < min_duration for w in words[i : i + 2]):
             return list(words[:i])
     return list(words)
+
+
+def is_echo(recent: Sequence[str], words: Sequence[Word], max_prob: float = 0.5) -> bool:
+    """Unsure words that only re-say a run of what was just committed.
+
+    At an utterance's end Whisper, forced with the committed text as prefix, often starts
+    the sentence over ("I am so disappointed. I am"); such a tail has low word
+    probabilities, while a speaker who really repeats himself is heard with confidence.
+    """
+    keys = [normalize_word(w.word) for w in words]
+    if not keys or sum(w.prob for w in words) / len(words) >= max_prob:
+        return False
+    n = len(keys)
+    return any(list(recent[i : i + n]) == keys for i in range(len(recent) - n + 1))
 
 
 def compression_ratio(text: str) -> float:
@@ -664,7 +681,8 @@ class TranscriberCore:
         end = min(end, self._end if self._end is not None else end)
         speech = self._speech_frames * self._frame_s
         if end > self._buf_start and speech >= self.config.min_speech_s:
-            self._commit(self._decode(end))
+            # A closing decode that a guard rejects must not erase words already heard.
+            self._commit(self._decode(end) or self._hyp)
         self._decoded_to = max(self._decoded_to, end)
         self._hyp = []
         self._open = False
@@ -696,6 +714,8 @@ class TranscriberCore:
         words = words[: max(kept, 0)]
         if hyp.truncated:
             words = words[:-1]
+        if is_echo(self._recent_words(), words):
+            words = []
         if len(words) < len(hyp.words):
             self.stats.rejected += 1
         text = " ".join(w.word for w in words)
@@ -709,6 +729,11 @@ class TranscriberCore:
             placed.append(Word(w.word, start, stop, w.prob))
             floor = stop
         return placed
+
+    def _recent_words(self, count: int = 16) -> list[str]:
+        """The last committed words (prompt, then this window's context), normalised."""
+        text = [normalize_word(w) for w in self._prompt.split()[-count:]]
+        return (text + [normalize_word(w.word) for w in self._context])[-count:]
 
     def _commit(self, words: Sequence[Word]) -> None:
         if words:
@@ -758,6 +783,14 @@ class TranscriberCore:
             text = text[text.find(" ") + 1 :] if " " in text else text
         self._prompt = text
 
+    @property
+    def _committed_to(self) -> float:
+        """Later commits of an open utterance are placed after its last committed word."""
+        if not self._open:
+            return self._decoded_to
+        floor = self._context[-1].end if self._context else self._buf_start
+        return min(floor, self._decoded_to)
+
     def _skip(self, origin: float, cut: float) -> None:
         """Behind by more than max_pending_s: keep the decoded words, drop audio up to `cut`."""
         self._commit(self._hyp)
@@ -771,6 +804,7 @@ class TranscriberCore:
             final=self._final,
             interim=list(self._hyp),
             watermark=self._decoded_to,
+            committed_to=self._committed_to,
             skipped=self._skipped,
             pending_s=max((self._end or 0.0) - self._decoded_to, 0.0),
         )
@@ -803,6 +837,7 @@ class StreamingTranscriber:
         self._job: asyncio.Future[TranscriptUpdate] | None = None
         self._interim: list[Word] = []
         self._watermark = 0.0
+        self._committed_to = 0.0
         self._received = 0.0
 
     @property
@@ -853,12 +888,18 @@ class StreamingTranscriber:
     def _collect(self) -> TranscriptUpdate:
         """Merge finished updates; without new ones, repeat the last interim and watermark."""
         ready, self._ready = self._ready, []
-        merged = TranscriptUpdate(interim=list(self._interim), watermark=self._watermark)
+        merged = TranscriptUpdate(
+            interim=list(self._interim),
+            watermark=self._watermark,
+            committed_to=self._committed_to,
+        )
         for update in ready:
             merged.final.extend(update.final)
             merged.skipped.extend(update.skipped)
             merged.interim = update.interim
             merged.watermark = update.watermark
+            merged.committed_to = update.committed_to
         self._interim, self._watermark = list(merged.interim), merged.watermark
+        self._committed_to = merged.committed_to
         merged.pending_s = max(self._received - merged.watermark, 0.0)
         return merged

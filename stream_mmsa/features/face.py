@@ -175,11 +175,15 @@ class FaceExtractor(Extractor):
         max_fps: float = 10.0,
         min_fps: float = 2.0,
         budget_ms: float = 10.0,
+        adaptive: bool = True,
     ) -> None:
+        """`adaptive=False` keeps `max_fps` whatever the landmarker costs: offline runs then
+        analyse the same frames on any machine (the rate otherwise follows measured time)."""
         if not 0 < min_fps <= max_fps:
             raise ValueError("need 0 < min_fps <= max_fps")
         self.model_path = resolve_face_model(model_path)
         self.max_fps, self.min_fps, self.budget_ms = max_fps, min_fps, budget_ms
+        self.adaptive = adaptive
         self.stats = FaceStats(fps=max_fps)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="face")
         # Loads (~0.4 s) on the worker thread right away, so the first frame does not wait.
@@ -265,8 +269,9 @@ class FaceExtractor(Extractor):
         self._times.append(ms)
         self.stats.processed += 1
         self.stats.ms_per_frame = statistics.median(self._times)
-        share = self.max_fps * self.budget_ms / max(self.stats.ms_per_frame, 1e-3)
-        self.stats.fps = min(self.max_fps, max(self.min_fps, share))
+        if self.adaptive:
+            share = self.max_fps * self.budget_ms / max(self.stats.ms_per_frame, 1e-3)
+            self.stats.fps = min(self.max_fps, max(self.min_fps, share))
 
     def _take(self) -> FeatureUpdate:
         if self._error is not None:

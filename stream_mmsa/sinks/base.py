@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from ..events import SentimentEvent, StatusEvent, TranscriptEvent
+from ..events import AnyEvent
 
-AnyEvent = SentimentEvent | TranscriptEvent | StatusEvent
+__all__ = ["AnyEvent", "Sink"]
 
 
 class Sink(ABC):

@@ -5,42 +5,91 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from .base import AnyEvent, Sink
 
 log = logging.getLogger(__name__)
 
 
-class SinkGroup(Sink):
-    """Sends each event to every sink concurrently; a sink's error is logged and counted.
+@dataclass
+class SinkFailure:
+    """A sink that stopped taking events: which, why, and how many events it did not get."""
 
-    Errors are logged once per streak (when a sink starts failing, and when it recovers)
-    so a broken sink does not flood the log at the event rate.
+    sink: str
+    error: str
+    lost: int = 0
+
+    def describe(self) -> str:
+        return f"{self.sink} failed ({self.error}); {self.lost} events lost"
+
+
+class SinkFailed(Exception):
+    """Sinks failed for the first time on this send; the other sinks still got the event."""
+
+    def __init__(self, failures: list[SinkFailure]) -> None:
+        super().__init__("; ".join(f.describe() for f in failures))
+        self.failures = failures
+
+
+def _reason(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+class SinkGroup(Sink):
+    """Sends each event to every sink concurrently; a sink that raises is cut off.
+
+    A failed sink gets no further events (a log with holes is worse than a log that ends
+    where it says it ends), and every event it misses from then on is counted as lost.
+    The first failure of each sink raises `SinkFailed` after the others got the event, so
+    the session can tell the remaining sinks and the user; `failed` keeps the account for
+    the summary. Events a sink accepted but could not commit (it fails at `close`) are
+    counted when the sink says how many it committed (`committed`).
     """
 
     def __init__(self, sinks: Iterable[Sink]) -> None:
         self.sinks: tuple[Sink, ...] = tuple(sinks)
         self.failures: list[int] = [0] * len(self.sinks)
-        self._failing: set[int] = set()
+        self._failed: dict[int, SinkFailure] = {}
+        self._sent = [0] * len(self.sinks)
+
+    @property
+    def failed(self) -> list[SinkFailure]:
+        return [self._failed[i] for i in sorted(self._failed)]
 
     async def send(self, event: AnyEvent) -> None:
+        live = [i for i in range(len(self.sinks)) if i not in self._failed]
+        for failure in self._failed.values():
+            failure.lost += 1
+        for i in self._failed:
+            self.failures[i] += 1
         results = await asyncio.gather(
-            *(sink.send(event) for sink in self.sinks), return_exceptions=True
+            *(self.sinks[i].send(event) for i in live), return_exceptions=True
         )
-        for i, result in enumerate(results):
+        new: list[SinkFailure] = []
+        for i, result in zip(live, results, strict=True):
             if isinstance(result, BaseException):
-                self.failures[i] += 1
-                if i not in self._failing:
-                    self._failing.add(i)
-                    log.warning("sink %r failed; others continue", self.sinks[i], exc_info=result)
-            elif i in self._failing:
-                self._failing.discard(i)
-                log.info("sink %r recovered after %d failures", self.sinks[i], self.failures[i])
+                new.append(self._fail(i, result, lost=1 + self._uncommitted(i)))
+            else:
+                self._sent[i] += 1
+        if new:
+            raise SinkFailed(new)
 
     async def close(self) -> None:
         results = await asyncio.gather(
             *(sink.close() for sink in self.sinks), return_exceptions=True
         )
-        for sink, result in zip(self.sinks, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("sink %r failed to close", sink, exc_info=result)
+        for i, result in enumerate(results):
+            if isinstance(result, BaseException) and i not in self._failed:
+                self._fail(i, result, lost=self._uncommitted(i))
+
+    def _uncommitted(self, i: int) -> int:
+        """Events the sink accepted but has not committed (0 for sinks that do not say)."""
+        committed = getattr(self.sinks[i], "committed", None)
+        return 0 if committed is None else max(self._sent[i] - committed, 0)
+
+    def _fail(self, i: int, error: BaseException, lost: int) -> SinkFailure:
+        failure = self._failed[i] = SinkFailure(repr(self.sinks[i]), _reason(error), lost)
+        self.failures[i] += 1
+        log.warning("sink %r failed; others continue", self.sinks[i], exc_info=error)
+        return failure

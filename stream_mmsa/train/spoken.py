@@ -119,7 +119,9 @@ def _engine_config(engine: EngineConfig) -> EngineConfig:
 
 async def _run(runtime: Runtime, source: Source, session_id: str) -> Stored:
     session = _Capture(runtime, source, session_id)
-    await session.run()
+    summary = await session.run()
+    if summary.error is not None:  # training data must not end early without a word
+        raise summary.error
     return [_stored(w) for w in session.windows]
 
 

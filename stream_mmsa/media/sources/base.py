@@ -27,6 +27,8 @@ class Source(ABC):
     name: str
     has_audio: bool
     has_video: bool
+    ended_because: str | None = None
+    """Why a live source ended (the peer left, no media), for the session's last event."""
     origin: float | None = None
     """time.monotonic() at session time 0 for live sources, which stamp frames as they
     arrive; None: recorded media, timed from its first frame, the clock starts with the run."""
@@ -34,6 +36,10 @@ class Source(ABC):
     @abstractmethod
     def frames(self) -> AsyncIterator[Frame]:
         """Frames until the source ends; raising means the source failed."""
+
+    def losses(self) -> dict[str, float]:
+        """Media lost so far by name (undecodable packets, dropped chunks); grows only."""
+        return {}
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release devices, files and connections."""

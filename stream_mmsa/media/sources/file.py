@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +34,28 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def _audio(path: Path, chunk: int) -> Iterator[tuple[float, np.ndarray]]:
+def _decoded(container: av.container.InputContainer, stream, skipped: Counter[str]) -> Iterator:
+    """The stream's frames; a packet the decoder rejects is skipped and counted, like ffmpeg.
+
+    A container that cannot be read any further ends the stream where it breaks (counted).
+    """
+    kind = stream.type
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError:
+            skipped[f"{kind}_unreadable"] += 1
+            return
+        try:
+            yield from packet.decode()
+        except av.error.FFmpegError:
+            skipped[f"{kind}_packets_skipped"] += 1
+
+
+def _audio(path: Path, chunk: int, skipped: Counter[str]) -> Iterator[tuple[float, np.ndarray]]:
     """(file time, samples) in mono float32 16 kHz chunks of `chunk` samples."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
@@ -42,7 +64,7 @@ def _audio(path: Path, chunk: int) -> Iterator[tuple[float, np.ndarray]]:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
         rest = np.zeros(0, dtype=np.float32)
         base, done = 0.0, 0  # time of the grid's first sample, samples yielded since
-        for frame in itertools.chain(container.decode(stream), [None]):
+        for frame in itertools.chain(_decoded(container, stream, skipped), [None]):
             for out in resampler.resample(frame):
                 held = done + len(rest)  # samples on the current grid
                 jump = out.time - base - held / AUDIO_RATE if out.time is not None else 0.0
@@ -59,7 +81,7 @@ def _audio(path: Path, chunk: int) -> Iterator[tuple[float, np.ndarray]]:
             yield base + done / AUDIO_RATE, rest
 
 
-def _video(path: Path) -> Iterator[tuple[float, np.ndarray]]:
+def _video(path: Path, skipped: Counter[str]) -> Iterator[tuple[float, np.ndarray]]:
     """(file time, RGB image) per frame; frames without a pts follow the stream's rate."""
     with av.open(str(path)) as container:
         if not container.streams.video:
@@ -67,7 +89,7 @@ def _video(path: Path) -> Iterator[tuple[float, np.ndarray]]:
         stream = container.streams.video[0]
         step = 1 / float(stream.average_rate or 25)
         time = -step
-        for frame in container.decode(stream):
+        for frame in _decoded(container, stream, skipped):
             time = frame.time if frame.time is not None else time + step
             yield time, frame.to_ndarray(format="rgb24")
 
@@ -82,9 +104,9 @@ def _shifted(
         yield kind(data, time - t0)
 
 
-def _decode(path: Path, chunk: int) -> Iterator[Frame]:
+def _decode(path: Path, chunk: int, skipped: Counter[str]) -> Iterator[Frame]:
     """Both streams as frames in arrival order, timed from the file's first pts."""
-    audio, video = _audio(path, chunk), _video(path)
+    audio, video = _audio(path, chunk, skipped), _video(path, skipped)
     try:
         heads = [(AudioChunk, next(audio, None), audio), (VideoFrame, next(video, None), video)]
         heads = [head for head in heads if head[1] is not None]
@@ -122,10 +144,14 @@ class FileSource(Source):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="file-source")
         self._decoder: Iterator[Frame] | None = None
         self._closed = False
+        self._skipped: Counter[str] = Counter()
+
+    def losses(self) -> dict[str, float]:
+        return dict(self._skipped)
 
     async def frames(self) -> AsyncIterator[Frame]:
         loop = asyncio.get_running_loop()
-        decoder = self._decoder = _decode(self.path, self._chunk)
+        decoder = self._decoder = _decode(self.path, self._chunk, self._skipped)
 
         def take() -> list[Frame]:
             return list(itertools.islice(decoder, _BATCH))

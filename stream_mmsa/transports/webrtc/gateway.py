@@ -128,6 +128,7 @@ class WebRTCGateway:
     async def close(self) -> None:
         """End every session and wait for their cleanup."""
         for peer in list(self.peers.values()):
+            peer.session.stop("server shutting down")
             peer.source.stop("server shutting down")
         tasks = [peer.task for peer in self.peers.values() if peer.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -194,9 +195,10 @@ class WebRTCGateway:
     async def _run(self, peer: Peer) -> None:
         session_id = peer.session.id
         try:
-            await peer.session.run()
-            self.outcomes["ended"] += 1
-            log.info("session %s ended: %s", session_id, peer.source.ended_because)
+            summary = await peer.session.run()
+            outcome = "failed" if summary.error is not None else "ended"
+            self.outcomes[outcome] += 1
+            log.info("session %s %s", session_id, summary.ended)
         except Exception:
             self.outcomes["failed"] += 1
             log.exception("session %s failed; other sessions continue", session_id)

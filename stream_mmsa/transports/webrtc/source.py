@@ -83,6 +83,9 @@ class TrackSource(Source):
         """Audio chunks received and not yet taken by the engine."""
         return len(self._audio)
 
+    def losses(self) -> dict[str, float]:
+        return {"audio_chunks_dropped": self.stats.audio_dropped}
+
     def now(self) -> float:
         """Seconds on the session clock."""
         return time.monotonic() - self.origin
