@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from .config import ConfigError
 
@@ -17,11 +19,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+T = TypeVar("T")
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    """One unwrapped line (scripts grep it), the message taken literally (paths hold [ ])."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(2)
+
+
+def _checked(option: str, check: Callable[..., T], *args: Any) -> T:
+    """Run an up-front argument check; its ValueError becomes the error line, naming `option`."""
+    try:
+        return check(*args)
+    except ValueError as error:
+        raise _fail(f"{option}: {error}") from None
 
 
 @app.command()
@@ -96,7 +108,7 @@ def ablation(
 
 @app.command()
 def run(
-    source: Annotated[Path, typer.Argument(help="a media file (audio, video or both)")],
+    source: Annotated[str, typer.Argument(help="a media file (audio, video or both)")],
     config: Annotated[Path | None, typer.Option(help="YAML config with an engine: section")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="section.key=value override")
@@ -112,16 +124,38 @@ def run(
     import asyncio
 
     from .config import load_config
-    from .live import run_file
+    from .validate import (
+        check_db_target,
+        check_jsonl_target,
+        check_media_source,
+        check_port_free,
+        parse_ws_address,
+    )
+
+    try:
+        path = check_media_source(source)
+        engine = load_config(config, overrides or []).engine
+    except (ConfigError, ValueError) as error:
+        raise _fail(str(error)) from None
+    if jsonl and jsonl != "-":
+        _checked("--jsonl", check_jsonl_target, jsonl)
+    if db:
+        _checked("--db", check_db_target, db)
+    if ws:
+        host, port = _checked("--ws", parse_ws_address, ws)
+        _checked("--ws", check_port_free, host, port)
+        ws = f"{host}:{port}"
+
+    from .live import exit_code, run_file
     from .media.sources.base import SourceError
 
-    if not source.exists():
-        raise _fail(f"source {source} does not exist")
     try:
-        engine = load_config(config, overrides or []).engine
-        asyncio.run(run_file(source, engine, fast=fast, jsonl=jsonl, ws=ws, db=db, console=console))
+        summary = asyncio.run(
+            run_file(path, engine, fast=fast, jsonl=jsonl, ws=ws, db=db, console=console)
+        )
     except (ConfigError, SourceError, FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None
+    raise typer.Exit(exit_code(summary))
 
 
 @app.command()
@@ -145,8 +179,7 @@ def serve(
     import ssl
 
     from .config import load_config
-    from .server import serve as run_server
-    from .server.app import resolve_token
+    from .validate import check_db_target, check_port_free
 
     given = {"host": host, "port": port, "db": db, "tls_cert": tls_cert, "tls_key": tls_key}
     extra = [f"server.{k}={v}" for k, v in given.items() if v]
@@ -160,6 +193,13 @@ def serve(
             cfg.server.token = token
     except (ConfigError, ValueError) as error:
         raise _fail(str(error)) from None
+    _checked("--db" if db else "server.db", check_db_target, cfg.server.db)
+    address = "--host/--port" if host or port is not None else "server.host/server.port"
+    _checked(address, check_port_free, cfg.server.host, cfg.server.port)
+
+    from .server import serve as run_server
+    from .server.app import resolve_token
+
     secret, generated = resolve_token(cfg.server)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("stream_mmsa").setLevel(logging.INFO)  # sessions; not ICE chatter

@@ -24,6 +24,7 @@ from .sinks.eventlog import EventLog
 from .sinks.group import SinkGroup
 from .sinks.jsonl import JsonlSink
 from .sinks.websocket import WebSocketHub
+from .validate import parse_ws_address
 
 STATE_STYLE = {"present": "green", "partial": "yellow", "late": "magenta", "missing": "red"}
 
@@ -123,10 +124,10 @@ async def run_file(
     if db:
         sinks.append(EventLog(db))
     if ws:
-        host, _, port = ws.rpartition(":")
+        host, port = parse_ws_address(ws)
         hub = WebSocketHub()
-        bound = await hub.start(host or "127.0.0.1", int(port))
-        console.print(f"events on ws://{host or '127.0.0.1'}:{bound}/events")
+        bound = await hub.start(host, port)
+        console.print(f"events on ws://{host}:{bound}/events", markup=False)
         sinks.append(hub)
     view = LiveView()
     source = FileSource(path, realtime=not fast)
@@ -151,7 +152,7 @@ async def run_file(
     if summary.signal is not None:
         console.print(f"stopped by signal {signal.Signals(summary.signal).name}")
     if db:
-        console.print(f"event log: {db}")
+        console.print(f"event log: {db}", markup=False)
     return summary
 
 

@@ -1,9 +1,30 @@
-"""Shared test constants."""
+"""Shared test constants and helpers."""
 
+from __future__ import annotations
+
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp.test_utils import TestClient
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """Real data for development (../shared/data from the repo root); absent on some machines."""
+
+TOKEN = "test-token-0123456789abcdef"
+"""The access token of the servers under test."""
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def post_offer(
+    http: aiohttp.ClientSession | TestClient, url: str, body: object, headers: dict | None = None
+) -> tuple[int, dict]:
+    """POST `body` (JSON-encoded unless bytes or str) to url/offer: status and JSON answer."""
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    async with http.post(url + "/offer", data=data, headers=headers) as response:
+        return response.status, await response.json()
 
 
 def write_mmsa_pickle(path: Path, sizes: dict[str, int], seed: int = 0) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -115,7 +114,7 @@ async def _page(request: web.Request) -> web.FileResponse:
 async def _offer(request: web.Request) -> web.Response:
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, an int over 4300 digits, deep nesting
         return error(400, "bad_json", "the body must be a JSON object {sdp, type, room?, …}")
     try:
         offer = OfferRequest.model_validate(body)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -87,6 +88,13 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def check_format(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a log written by another format (EventLogError): it would be misread."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version not in (0, FORMAT_VERSION):
+        raise EventLogError(f"{path}: log format {version}, expected {FORMAT_VERSION}")
+
+
 class EventLog(Sink):
     """Appends events to `path`; one EventLog (one writer) per file.
 
@@ -106,9 +114,7 @@ class EventLog(Sink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, FORMAT_VERSION):
-                raise EventLogError(f"{self.path}: log format {version}, expected {FORMAT_VERSION}")
+            check_format(conn, self.path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
@@ -116,6 +122,7 @@ class EventLog(Sink):
             self._next: dict[str, int] = {session: last + 1 for session, last in rows}
         finally:
             conn.close()
+        self._file_id = _file_id(self.path)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._closed = False
@@ -194,6 +201,8 @@ class EventLog(Sink):
                     try:
                         with conn:
                             conn.executemany(_INSERT, batch)
+                        if _file_id(self.path) != self._file_id:
+                            raise EventLogError(f"{self.path} was removed or replaced")
                     except Exception as error:  # any failure must reach senders, not hang them
                         self._error = error
                         log.error("event log %s: commit failed: %r", self.path, error)
@@ -235,6 +244,15 @@ def list_sessions(path: str | Path) -> dict[str, int]:
         return dict(conn.execute("SELECT session, MAX(seq) FROM events GROUP BY session"))
     finally:
         conn.close()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now: SQLite writes on into a deleted file without an error."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _reader(path: str | Path) -> sqlite3.Connection:

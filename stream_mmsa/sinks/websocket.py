@@ -13,7 +13,8 @@ event once, in order.
 Why a bounded queue per client: one slow client (a phone on a bad link) must not slow
 the others or grow memory. When a client's queue is full it is closed with code 4001
 and a reason, and it can reconnect and resume from the event log by `seq`. A client
-that vanishes without closing is found by websocket heartbeats and removed.
+that vanishes without closing is found by websocket heartbeats and removed. A client
+whose events cannot be sent for another reason (the log failed) is closed with 1011.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ log = logging.getLogger(__name__)
 
 CLOSE_SLOW_CONSUMER = 4001
 """Close code (private range) for a client whose send queue overflowed."""
+
+MAX_SEQ = 2**63 - 1
+"""The largest seq the event log can hold (SQLite INTEGER); a larger `after=` is refused."""
+
+MAX_NAMES = 64
+"""`session`, `room` and `after` parameters a subscription may have, together."""
+
+MAX_NAME_LENGTH = 128
+"""Characters in one session or room name (sessions are 12 hex digits, rooms at most 64)."""
 
 
 REPLAY_PAGE = 500
@@ -55,10 +65,20 @@ class Subscription:
 
     @classmethod
     def from_query(cls, query) -> Subscription:
-        """Parse `session`, `room` and `after` parameters; ValueError says what is wrong."""
-        sessions = frozenset(query.getall("session", []))
+        """Parse `session`, `room` and `after` parameters; ValueError says what is wrong.
+
+        Bounded, because each name costs a lookup per event and each `after` a replay.
+        """
+        given = {key: query.getall(key, []) for key in ("session", "room", "after")}
+        if sum(map(len, given.values())) > MAX_NAMES:
+            raise ValueError(f"at most {MAX_NAMES} session, room and after parameters together")
+        for key in ("session", "room"):
+            for name in given[key]:
+                if not 0 < len(name) <= MAX_NAME_LENGTH:
+                    raise ValueError(f"{key}= needs a name of 1 to {MAX_NAME_LENGTH} characters")
+        sessions = frozenset(given["session"])
         after: dict[str, int] = {}
-        for value in query.getall("after", []):
+        for value in given["after"]:
             session, _, seq = value.rpartition(":")
             if not session:
                 if len(sessions) != 1:
@@ -66,13 +86,15 @@ class Subscription:
                         "after=SEQ needs exactly one session=; else use after=SESSION:SEQ"
                     )
                 session = next(iter(sessions))
+            if len(session) > MAX_NAME_LENGTH:
+                raise ValueError(f"after=: a session name has at most {MAX_NAME_LENGTH} characters")
             try:
                 after[session] = int(seq)
             except ValueError:
                 raise ValueError(f"after={value!r}: the seq must be an integer") from None
-            if after[session] < -1:
-                raise ValueError(f"after={value!r}: the seq must be -1 or more")
-        return cls(sessions, frozenset(query.getall("room", [])), after)
+            if not -1 <= after[session] <= MAX_SEQ:
+                raise ValueError(f"after={value!r}: the seq must be from -1 to {MAX_SEQ}")
+        return cls(sessions, frozenset(given["room"]), after)
 
 
 @dataclass(eq=False)
@@ -228,6 +250,9 @@ class WebSocketHub(Sink):
                 self.sent += 1
         except ConnectionError:
             pass  # the peer is gone; its handler cleans up
+        except Exception:  # a bug or a log failure: say so, rather than stall into 4001
+            log.exception("websocket client %s: sending events failed", client.peer)
+            self._drop(client, WSCloseCode.INTERNAL_ERROR, "internal error; reconnect later")
 
     def _drop(self, client: _Client, code: int, reason: str) -> None:
         """Stop routing to `client` now and close it in the background."""
