@@ -267,13 +267,18 @@ def test_words_in_the_padding_are_dropped() -> None:
     assert texts(run(core, noise(CHUNK_S))[0].interim) == ["real"]
 
 
-def test_an_unsure_restart_of_the_committed_sentence_is_dropped() -> None:
+def test_an_unsure_restart_of_the_recent_phrase_is_dropped() -> None:
     recent = ["what", "a", "waste", "i", "am", "so", "disappointed"]
     echo = [Word("I", 1.2, 1.2, 0.11), Word("am", 1.2, 1.4, 0.49)]
-    assert asr.is_echo(recent, echo)
-    assert not asr.is_echo(recent, [Word(w.word, w.start, w.end, 0.9) for w in echo])  # meant
-    assert not asr.is_echo(recent, [Word("happy", 1.2, 1.4, 0.2)])  # new, however unsure
-    assert not asr.is_echo(recent, [])
+    assert asr.cut_echo(recent, echo) == []
+    sure = [Word(w.word, w.start, w.end, 0.9) for w in echo]
+    assert asr.cut_echo(recent, sure) == sure  # said again, and meant
+    assert asr.cut_echo(recent, [Word("happy", 1.2, 1.4, 0.2)]) != []  # new, however unsure
+    new = [Word("really", 0.9, 1.2, 0.94), Word("good", 1.2, 1.6, 0.99)]
+    tail = [*new, Word("it", 1.6, 1.64, 0.35)]  # "it was really good it": a restart begins
+    assert asr.cut_echo(["any", "how", "it", "was"], tail) == new
+    spoken = [*new, Word("it", 1.6, 1.9, 0.35)]  # a whole word of audio: kept
+    assert asr.cut_echo(["any", "how", "it", "was"], spoken) == spoken
 
 
 def test_a_rejected_closing_decode_keeps_the_words_already_heard() -> None:

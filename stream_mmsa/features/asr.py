@@ -208,18 +208,30 @@ def cut_collapsed(words: Sequence[Word], min_duration: float = 0.03) -> list[Wor
     return list(words)
 
 
-def is_echo(recent: Sequence[str], words: Sequence[Word], max_prob: float = 0.5) -> bool:
-    """Unsure words that only re-say a run of what was just committed.
+def cut_echo(
+    recent: Sequence[str], words: Sequence[Word], max_prob: float = 0.5, min_word_s: float = 0.1
+) -> list[Word]:
+    """Drop an unsure tail that starts the recent phrase over.
 
-    At an utterance's end Whisper, forced with the committed text as prefix, often starts
-    the sentence over ("I am so disappointed. I am"); such a tail has low word
-    probabilities, while a speaker who really repeats himself is heard with confidence.
+    Near the end of its audio Whisper often begins the sentence again ("I am so
+    disappointed. I am", "it was really good it"): the tail repeats words that came a little
+    earlier, with low probabilities, squeezed against the window end. A speaker who really
+    repeats himself is heard with confidence, so only an unsure tail goes (mean probability
+    below `max_prob`; a one-word tail also shorter than `min_word_s`, since short function
+    words recur all the time).
     """
-    keys = [normalize_word(w.word) for w in words]
-    if not keys or sum(w.prob for w in words) / len(words) >= max_prob:
-        return False
-    n = len(keys)
-    return any(list(recent[i : i + n]) == keys for i in range(len(recent) - n + 1))
+    keys = [*recent, *(normalize_word(w.word) for w in words)]
+    for k in range(len(words)):  # the longest tail first
+        tail = words[k:]
+        if sum(w.prob for w in tail) / len(tail) >= max_prob:
+            continue
+        if len(tail) == 1 and tail[0].end - tail[0].start >= min_word_s:
+            continue
+        n, before = len(tail), keys[: len(recent) + k]
+        start = keys[len(before) :]
+        if any(before[i : i + n] == start for i in range(len(before) - n)):
+            return list(words[:k])
+    return list(words)
 
 
 def compression_ratio(text: str) -> float:
@@ -714,8 +726,7 @@ class TranscriberCore:
         words = words[: max(kept, 0)]
         if hyp.truncated:
             words = words[:-1]
-        if is_echo(self._recent_words(), words):
-            words = []
+        words = cut_echo(self._recent_words(), words)
         if len(words) < len(hyp.words):
             self.stats.rejected += 1
         text = " ".join(w.word for w in words)
