@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .train.evaluate import EvalRow
 
 app = typer.Typer(
     help="Real-time multimodal sentiment with missing-modality evaluation before generation.",
@@ -34,6 +37,26 @@ def _checked(option: str, check: Callable[..., T], *args: Any) -> T:
         return check(*args)
     except ValueError as error:
         raise _fail(f"{option}: {error}") from None
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"stream-mmsa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Options that come before the command (the help text is the app's)."""
 
 
 @app.command()
@@ -67,6 +90,9 @@ def evaluate_command(
     imagine: Annotated[str, typer.Option(help="comma list of gate, always, never")] = "gate",
     seed: Annotated[int, typer.Option(help="seed of the missingness masks")] = 1111,
     json_out: Annotated[Path | None, typer.Option("--json", help="write rows as JSON")] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="append rows to an MMSA-style results CSV")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="write a robustness plot (PNG)")] = None,
 ) -> None:
     """MMSA-style metrics per missing setting, as a table (and JSON / a plot)."""
@@ -82,10 +108,41 @@ def evaluate_command(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
         console.print(f"rows written to {json_out}")
+    if csv_out:
+        from .train.run import DEFAULT_CHECKPOINT
+
+        model = (checkpoint or DEFAULT_CHECKPOINT).stem
+        _checked("--csv", _append_mmsa_csv, csv_out, model, rows)
+        console.print(f"rows appended to {csv_out}")
     if plot:
         from .train.evaluate import plot_robustness
 
         console.print(f"plot written to {plot_robustness(rows, plot)}")
+
+
+def _append_mmsa_csv(path: Path, model: str, rows: list[EvalRow]) -> None:
+    """MMSA's results file: `Model`, then each metric as "(mean, std)" × 100, appended.
+
+    One evaluation per row here, so std is 0.0; Model is checkpoint/setting/imagine.
+    """
+    import csv
+
+    from .train.evaluate import TABLE_METRICS
+
+    header = ["Model", *TABLE_METRICS]
+    if path.exists():
+        with path.open(newline="") as handle:
+            found = next(csv.reader(handle), header)
+        if found != header:
+            raise ValueError(f"{path} has other columns ({', '.join(found)}); choose a new file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if handle.tell() == 0:
+            writer.writerow(header)
+        for row in rows:
+            cells = [str((round(row.metrics[k] * 100, 2), 0.0)) for k in TABLE_METRICS]
+            writer.writerow([f"{model}/{row.setting}/{row.imagine}", *cells])
 
 
 @app.command()
@@ -214,19 +271,27 @@ def serve(
         raise _fail(str(error)) from None
 
 
+BENCH_STAGES = ("model", "face", "acoustic", "asr", "engine")
+
+
 @app.command()
 def bench(
     source: Annotated[Path | None, typer.Argument(help="media file (default: the sample)")] = None,
     stages: Annotated[
-        str, typer.Option(help="comma list of model, face, acoustic, asr, engine")
-    ] = "model,face,acoustic,asr,engine",
+        str, typer.Option(help=f"comma list of {', '.join(BENCH_STAGES)}")
+    ] = ",".join(BENCH_STAGES),
     json_out: Annotated[Path | None, typer.Option("--json", help="write all figures")] = None,
 ) -> None:
     """Measure every budget of DESIGN.md on the bundled sample; prints a markdown table."""
+    chosen = [s.strip() for s in stages.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in BENCH_STAGES]
+    if unknown or not chosen:
+        named = f"unknown stage {', '.join(unknown)}; " if unknown else ""
+        raise _fail(f"--stages: {named}choose from {', '.join(BENCH_STAGES)}")
     from .bench import SAMPLE, markdown, run_bench
     from .config import EngineConfig
 
-    results = run_bench(source or SAMPLE, EngineConfig(), [s.strip() for s in stages.split(",")])
+    results = run_bench(source or SAMPLE, EngineConfig(), chosen)
     print(markdown(results))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +306,24 @@ def demo(
     from .demo import run_demo
 
     run_demo(console, fast)
+
+
+@app.command()
+def report(
+    events: Annotated[Path, typer.Argument(help="a run's events: JSONL file or SQLite log")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="HTML report; its chart also goes to NAME.png")
+    ] = Path("report.html"),
+    session: Annotated[str | None, typer.Option(help="session ID, if EVENTS holds several")] = None,
+) -> None:
+    """One recorded session as a self-contained HTML page and a PNG chart."""
+    from .report import ReportError, write_report
+
+    try:
+        page, chart = write_report(events, out, session)
+    except ReportError as error:
+        raise _fail(str(error)) from None
+    console.print(f"report written to {page} (chart: {chart})", markup=False)
 
 
 if __name__ == "__main__":
