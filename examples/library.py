@@ -10,8 +10,7 @@ from pathlib import Path
 import av
 
 from stream_mmsa import Engine, PushSource, SentimentEvent, SessionEvent
-
-SAMPLE = Path(__file__).parent / "media" / "sample.mp4"
+from stream_mmsa.paths import SAMPLE
 
 
 def show(event: SentimentEvent | SessionEvent) -> None:

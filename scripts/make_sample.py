@@ -1,4 +1,4 @@
-"""Build the bundled sample clip examples/media/sample.mp4 and its ground truth sample.json.
+"""Build the bundled sample clip stream_mmsa/samples/sample.mp4 and its ground truth sample.json.
 
 Real material only: the face is scikit-image's astronaut photograph (public domain),
 filmed by a slowly drifting virtual camera; the voice is espeak-ng reading clearly
@@ -12,7 +12,7 @@ check events against it.
 Deterministic: espeak-ng and the encoders are fed the same input in the same order
 (fixed noise seed, single-threaded x264). Needs espeak-ng (Debian package).
 
-    python scripts/make_sample.py [--out examples/media]
+    python scripts/make_sample.py [--out stream_mmsa/samples]
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ def write_clip(path: Path, audio: np.ndarray, away: tuple[float, float]) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "examples/media")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parents[1] / "stream_mmsa/samples"
+    )
     out = parser.parse_args().out
     out.mkdir(parents=True, exist_ok=True)
     audio, sentences, silence = build_audio()

@@ -14,9 +14,9 @@ from pathlib import Path
 import aiohttp
 from rich.console import Console
 
-from .bench import SAMPLE
 from .config import EngineConfig
 from .live import run_file
+from .paths import SAMPLE
 from .sinks.eventlog import list_sessions
 
 OUT = Path("out")
@@ -46,6 +46,7 @@ async def _demo(console: Console, fast: bool) -> None:
     OUT.mkdir(exist_ok=True)
     db, jsonl = OUT / "demo.sqlite", OUT / "demo-events.jsonl"
     db.unlink(missing_ok=True)
+    jsonl.unlink(missing_ok=True)
     port = _free_port()
     received = [0]
     client = asyncio.create_task(_count_ws_events(f"http://127.0.0.1:{port}/events", received))

@@ -7,6 +7,10 @@ from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
 
+SAMPLE = Path(__file__).resolve().parent / "samples" / "sample.mp4"
+"""The bundled clip (package data, so `demo` and `bench` work from a wheel too); its
+timeline (sentences, silence, no-face stretch) is sample.json beside it."""
+
 
 def cache_root() -> Path:
     """The user cache directory: `$STREAM_MMSA_CACHE`, else `~/.cache/stream_mmsa`."""

@@ -35,7 +35,10 @@ SPOKEN_LIMITS = [
     "  - vision: NO REAL SENTIMENT SIGNAL. There is no labelled face video here: each window",
     "    got the FaceExtractor output of a random window of the bundled sample's face",
     "    (scikit-image astronaut), unrelated to the label, so all the model can learn is",
-    "    that vision says nothing about sentiment. Real facial expression is never used.",
+    "    that vision says nothing about sentiment. The face counts when serving, outside",
+    "    this checkpoint: a pretrained expert, the FER2013 expression classifier (fer",
+    "    25.10.3's mini-Xception, features/expression.py), moves the score by a stated rule",
+    "    (model/face_prior.py; its slope from TFN's published vision-only MOSI figures).",
     "- Windows were cut with the watermark clock (as `run --fast`): text is never `late`",
     "  in training; random modality drops (train.drop_rate) stand in for ASR lag.",
     "- English only; MOSI/MOSEI are YouTube monologues (opinion videos), so conversational,",
@@ -178,7 +181,7 @@ def train_from_config(
 
         levels = window_and_utterance_metrics(result.model, valid)
     card = model_card(config, result, len(train), len(valid), data_desc, levels)
-    out = out or REPO_ROOT / "runs" / f"{config.name}.pt"
+    out = out or Path("runs") / f"{config.name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {
         "config": config.model_dump(mode="json"),

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import REPO_ROOT, Config, EngineConfig, load_config
+from ..config import Config, EngineConfig, load_config
 from ..engine import Runtime, Session
 from ..features.text import TextEncoder, encode_records
 from ..media.frames import AUDIO_RATE
@@ -45,7 +45,7 @@ from ..media.sources.file import FileSource
 from ..media.sources.synthetic import SyntheticSource
 from ..media.speech import speak
 from ..model.sentiment import SentimentModel
-from ..paths import cache_root
+from ..paths import SAMPLE, cache_root
 from ..sinks.group import SinkGroup
 from ..windowing import USED_STATES, Window
 from .datasets import MultimodalDataset, Sample, TextRecord, load_label_csv, make_loader
@@ -57,7 +57,6 @@ VOICE = ("-s", "150", "-g", "2", "-p", "50")
 """espeak-ng words/minute, word gap (10 ms units), pitch: one neutral voice for every label."""
 LEAD, TAIL, NOISE, SEED = 0.5, 1.0, 0.002, 7
 """Silence before and after each utterance (s), room noise amplitude, its seed."""
-SAMPLE = REPO_ROOT / "examples" / "media" / "sample.mp4"
 VERSION = 1
 """Bump when what a stored window holds changes."""
 
