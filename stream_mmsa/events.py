@@ -21,6 +21,8 @@ NEUTRAL_BAND = 0.5
 
 ModalityName = Literal["text", "audio", "vision"]
 ModalityState = Literal["present", "partial", "late", "missing"]
+ExpressionLabel = Literal["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+"""FER2013's classes in the dataset's order, which the expression classifier's outputs follow."""
 
 
 def utc_now() -> str:
@@ -64,20 +66,36 @@ class Window(BaseModel):
 
 
 class Sentiment(BaseModel):
+    """`score` is what the engine says; `model_score`, when present, is the fusion model's own
+    score before the face prior (model/face_prior.py) moved it."""
+
     model_config = ConfigDict(extra="forbid")
     score: float = Field(ge=-3, le=3)
     label: Literal["positive", "neutral", "negative"]
     confidence: float = Field(ge=0, le=1)
+    model_score: float | None = Field(None, ge=-3, le=3)
+
+
+class Expression(BaseModel):
+    """The face's expression over a window: FER2013 probabilities averaged over its face
+    frames, their top class, and the valence summary (features/expression.py) in [-1, 1]."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: ExpressionLabel
+    probs: dict[ExpressionLabel, Annotated[float, Field(ge=0, le=1)]]
+    valence: float = Field(ge=-1, le=1)
 
 
 class ModalityReport(BaseModel):
-    """How one modality took part in a window: its state and, when absent, the evaluator's call."""
+    """How one modality took part in a window: its state and, when absent, the evaluator's call.
+    Vision also says the face's expression when a face was used."""
 
     model_config = ConfigDict(extra="forbid")
     state: ModalityState
     weight: float = Field(ge=0, le=1)
     action: Literal["used", "imagined", "skipped"] = "used"
     gain: float | None = None
+    expression: Expression | None = None
 
 
 class SentimentEvent(_Event):

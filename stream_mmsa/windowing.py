@@ -68,6 +68,16 @@ class WindowConfig(BaseModel):
     missing_at: float = Field(0.9, gt=0, le=1)
     present_at: float = Field(0.9, gt=0, le=1)
     max_items: int = Field(8192, ge=16, description="per-modality cap on held vectors and words")
+    text_context: float = Field(
+        20.0,
+        ge=0,
+        description="a window's text reaches back to the start of the utterance it is in, "
+        "up to this many seconds (0: only the words inside the window)",
+    )
+    text_max_words: int = Field(64, ge=1, description="a window's text keeps its last N words")
+    utterance_gap: float = Field(
+        0.8, gt=0, description="a pause between words this long (s) starts a new utterance"
+    )
 
     @model_validator(mode="after")
     def _length_covers_hop(self) -> WindowConfig:
@@ -105,6 +115,8 @@ class Window:
     """One closed window: what the model gets and what the event reports.
 
     features[m] is (T, D) float32 in time order, or None when no vector fell inside.
+    extras[m] stacks the `extra` of those vectors that carry one (vision: expression
+    probabilities, (T', 7)), or None; it never reaches the model.
     wall_end: monotonic time (time.monotonic) the window ended on the wall clock (live)
     or became ready (watermark mode); event latency is measured from it.
     deadline: monotonic time by which it had to close.
@@ -120,6 +132,7 @@ class Window:
     transcript: str
     wall_end: float
     deadline: float
+    extras: dict[str, np.ndarray | None] = field(default_factory=dict)
 
     def to_batch(self, dims: Mapping[str, int]) -> MultimodalBatch:
         """This window as a batch of one; late or missing modalities are masked out.
@@ -221,7 +234,7 @@ class Aligner:
         self.ended_at: float | None = None
         self.dropped: dict[str, int] = dict.fromkeys(MODALITIES, 0)
         self._timelines: dict[str, _Timeline] = {}
-        self._words: list[tuple[float, str]] = []
+        self._words: list[tuple[float, str, float, float]] = []  # mid, text, start, end
         self._horizon = -math.inf
         self._changed = asyncio.Event()
         for modality in sources:
@@ -275,9 +288,9 @@ class Aligner:
         for w in words:
             text = w.word.strip()
             mid = (w.start + w.end) / 2
-            if text and mid >= self._horizon:
+            if text and mid >= self._horizon - self.config.text_context:
                 i = bisect_left(self._words, mid, key=lambda item: item[0])
-                self._words.insert(i, (mid, text))
+                self._words.insert(i, (mid, text, w.start, w.end))
         del self._words[: max(0, len(self._words) - self.config.max_items)]
 
     def watermark(self, modality: str) -> float:
@@ -313,6 +326,7 @@ class Aligner:
         cfg = self.config
         start = max(0.0, round(end - cfg.length, 9))
         features: dict[str, np.ndarray | None] = {}
+        extras: dict[str, np.ndarray | None] = dict.fromkeys(MODALITIES)
         states: dict[str, ModalityState] = {}
         reasons: dict[str, str] = {}
         for m in MODALITIES:
@@ -327,10 +341,10 @@ class Aligner:
                 if inside
                 else None
             )
+            carried = [v.extra for v in inside if v.extra is not None]
+            extras[m] = np.stack(carried).astype(np.float32, copy=False) if carried else None
             states[m], reasons[m] = self._judge(m, timeline, start, end, len(inside))
-        lo = bisect_left(self._words, start, key=lambda item: item[0])
-        hi = bisect_left(self._words, end, key=lambda item: item[0])
-        transcript = " ".join(text for _, text in self._words[lo:hi])
+        transcript = self._transcript(start, end)
 
         self._forget_before(end - cfg.length)
         now = time.monotonic()
@@ -345,7 +359,34 @@ class Aligner:
             transcript=transcript,
             wall_end=now,
             deadline=now,
+            extras=extras,
         )
+
+    def _transcript(self, start: float, end: float) -> str:
+        """The words of the utterance the window's last word is in, from its start to `end`.
+
+        A window holding the last words of a sentence also sees its beginning, so the
+        text model scores sentences rather than the word or two that fit in 4 s (it was
+        trained on whole transcripts), and the tail of the sentence before does not blur
+        the new one. The utterance starts after a pause of `utterance_gap` or a sentence's
+        final punctuation, at most `text_context` s back (the cap never cuts into the window);
+        a window without words of its own has no text.
+        """
+        cfg = self.config
+        hi = bisect_left(self._words, end, key=lambda item: item[0])
+        if hi == 0 or self._words[hi - 1][0] < start:
+            return ""
+        if cfg.text_context == 0:
+            lo = bisect_left(self._words, start, key=lambda item: item[0])
+            return " ".join(item[1] for item in self._words[lo:hi])
+        lo = hi - 1
+        floor = bisect_left(self._words, min(start, end - cfg.text_context), key=lambda i: i[0])
+        while lo > floor:
+            before, after = self._words[lo - 1], self._words[lo]
+            if after[2] - before[3] >= cfg.utterance_gap or before[1].endswith((".", "!", "?")):
+                break
+            lo -= 1
+        return " ".join(item[1] for item in self._words[max(lo, hi - cfg.text_max_words) : hi])
 
     def _judge(
         self, modality: str, timeline: _Timeline, start: float, end: float, count: int
@@ -369,7 +410,8 @@ class Aligner:
         self._horizon = max(self._horizon, horizon)
         for m, timeline in self._timelines.items():
             self.dropped[m] += timeline.drop_before(self._horizon, self.config.max_items)
-        del self._words[: bisect_left(self._words, self._horizon, key=lambda item: item[0])]
+        kept = self._horizon - self.config.text_context
+        del self._words[: bisect_left(self._words, kept, key=lambda item: item[0])]
 
     def _timeline(self, modality: str) -> _Timeline:
         _check(modality)

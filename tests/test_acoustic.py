@@ -6,17 +6,10 @@ import asyncio
 
 import numpy as np
 import pytest
-from faster_whisper.vad import get_vad_model
 
-from stream_mmsa.features.acoustic import (
-    DIM,
-    STEP,
-    AcousticExtractor,
-    SpeechDetector,
-    frame_features,
-    yin,
-)
-from stream_mmsa.features.base import FeatureUpdate
+from stream_mmsa.features.acoustic import DIM, STEP, AcousticExtractor, frame_features, yin
+from stream_mmsa.features.base import FeatureUpdate, FeatureVector
+from stream_mmsa.features.vad import SpeechTrack
 from stream_mmsa.media.frames import AUDIO_RATE, AudioChunk, VideoFrame
 from stream_mmsa.media.sources.synthetic import SyntheticSource
 
@@ -62,8 +55,8 @@ def test_layout_and_grid() -> None:
 
 @pytest.mark.parametrize("hz", [90.0, 150.0, 220.0, 310.0, 450.0])
 def test_yin_finds_the_pitch_of_a_tone(hz: float) -> None:
-    frames = np.lib.stride_tricks.sliding_window_view(tone(hz, 0.2), 640)[::128]
-    f0, aperiodicity = yin(frames)
+    audio = tone(hz, 0.2)
+    f0, aperiodicity = yin(audio, (len(audio) - 640) // 128 + 1)
     assert np.median(f0) == pytest.approx(hz, rel=0.01)
     assert np.all(aperiodicity < 0.1)
 
@@ -92,17 +85,6 @@ def test_noise_is_unvoiced_and_not_speech() -> None:
     assert total.absent and total.absent[0][2] == "no speech"
 
 
-def test_streamed_vad_matches_faster_whisper() -> None:
-    rng = np.random.default_rng(0)
-    audio = (0.02 * rng.standard_normal(512 * 30)).astype(np.float32)
-    audio[512 * 10 : 512 * 20] += tone(180, 512 * 10 / 16e3)
-    detector = SpeechDetector()
-    streamed = np.concatenate([detector(audio[i : i + 1536]) for i in range(0, len(audio), 1536)])
-    batch = get_vad_model()(audio.copy())  # it zeroes the last block's tail in place: skip it
-    np.testing.assert_allclose(streamed[:-1], batch[:-1], atol=1e-5)
-    assert streamed[10:20].min() > 0.3 > streamed[:10].max()
-
-
 def test_features_do_not_depend_on_chunking() -> None:
     rng = np.random.default_rng(1)
     audio = (tone(150, 3.0) + 0.05 * rng.standard_normal(48_000)).astype(np.float32)
@@ -123,26 +105,82 @@ def test_a_gap_in_the_input_is_no_audio() -> None:
     assert total.vectors[-1].end == pytest.approx(3.0)
 
 
+class ScriptedVad:
+    """Speech probability per 32 ms frame from a script, by frame count: a stand-in for Silero."""
+
+    frame_samples = 512
+
+    def __init__(self, script: np.ndarray) -> None:
+        self.script = script
+        self.frames = self.rest = 0
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        total = self.rest + len(samples)
+        n, self.rest = divmod(total, self.frame_samples)
+        out = self.script[self.frames : self.frames + n]
+        self.frames += n
+        return out.astype(np.float32)
+
+    def reset(self) -> None:
+        self.frames = self.rest = 0
+
+
 def test_speech_onsets_and_hangover() -> None:
     """Speech steps from a stand-in VAD; checks the reporting, not Silero."""
-    extractor = AcousticExtractor(hangover=0.3)
     speech_prob = np.zeros(40)
-    speech_prob[10:20] = 0.9  # steps 10..19 are speech
-
-    class FakeVad:
-        def __call__(self, audio: np.ndarray) -> np.ndarray:
-            done, steps = extractor._done // 1536, len(audio) // 1536
-            return np.repeat(speech_prob[done : done + steps], 3)
-
-        def reset(self) -> None:
-            pass
-
-    extractor._speech = FakeVad()  # type: ignore[assignment]
+    speech_prob[10:20] = 0.9  # steps 10..19 are speech: three VAD frames each
+    extractor = AcousticExtractor(hangover=0.3, vad=ScriptedVad(np.repeat(speech_prob, 3)))
     total = extract(SyntheticSource(40 * STEP, audio="silence", video=None), extractor)
     assert total.absent == [
         (0.0, pytest.approx(10 * STEP), "no speech"),
         (pytest.approx(24 * STEP), pytest.approx(40 * STEP), "no speech"),  # 0.3 s hangover
     ]
+    speech = np.array([v.vector[SPEECH] for v in total.vectors])
+    np.testing.assert_allclose(speech, speech_prob, atol=1e-6)
+
+
+class NoVad(ScriptedVad):
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        raise AssertionError("the extractor ran a VAD of its own")
+
+
+def extract_labelled(
+    source: SyntheticSource, track: SpeechTrack
+) -> list[tuple[float, float, float]]:
+    """(start, end, speech) of every step, the chunks labelled by `track` as the engine does."""
+
+    async def run() -> list[FeatureVector]:
+        extractor = AcousticExtractor(vad=NoVad(np.zeros(0)))
+        vectors = []
+        async for frame in source.frames():
+            vectors += (await extractor.push(track.label(frame))).vectors
+        return vectors + (await extractor.flush()).vectors
+
+    return [(v.start, v.end, float(v.vector[SPEECH])) for v in asyncio.run(run())]
+
+
+def test_speech_carried_by_the_chunks_replaces_the_own_vad() -> None:
+    """In the engine the session's VAD labels the chunks: the extractor runs none itself."""
+    script = np.zeros(120, np.float32)
+    script[30:60] = 0.9
+    script[61] = 0.6
+    steps = extract_labelled(
+        SyntheticSource(40 * STEP, audio="silence", video=None), SpeechTrack(ScriptedVad(script))
+    )
+    assert [p for _, _, p in steps] == pytest.approx(script.reshape(40, 3).max(axis=1).tolist())
+
+
+def test_a_step_takes_every_vad_frame_it_overlaps() -> None:
+    """After a gap the two grids no longer line up: a step takes the frames it touches."""
+    script = np.zeros(100, np.float32)
+    frame = 61  # [1.952, 1.984): across the boundary of two steps after the gap
+    script[frame] = 0.8
+    source = SyntheticSource(2.2, audio="silence", video=None, audio_gaps=[(1.0, 1.2)])
+    steps = extract_labelled(source, SpeechTrack(ScriptedVad(script)))  # the VAD fills the gap
+    start, end = frame * 0.032, (frame + 1) * 0.032
+    touched = [p for s, e, p in steps if s < end and e > start]
+    assert len(touched) == 2 and touched == pytest.approx([0.8, 0.8])
+    assert sum(p for _, _, p in steps) == pytest.approx(1.6)
 
 
 def test_rejects_video() -> None:
@@ -152,6 +190,22 @@ def test_rejects_video() -> None:
     assert extractor.accepts(AudioChunk(np.zeros(1, np.float32), 0.0))
     with pytest.raises(TypeError, match="AudioChunk"):
         asyncio.run(extractor.push(frame))
+
+
+def test_shared_sums_give_each_frames_own_energy_and_crossings() -> None:
+    """Energy and zero crossings come from one pass over the samples: check them against
+    each 25 ms frame computed on its own."""
+    rng = np.random.default_rng(2)
+    audio = (tone(170, 0.5) + 0.05 * rng.standard_normal(8000)).astype(np.float32)
+    audio[3000:3500] = 0.0  # digital silence after loud audio: no negative energy
+    steps = (len(audio) - 512) // 1536
+    frames = np.lib.stride_tricks.sliding_window_view(audio, 400)[::128][: steps * 12]
+    log_rms = np.log10(np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)) + 1e-5)
+    crossings = np.mean(np.signbit(frames[:, 1:]) != np.signbit(frames[:, :-1]), axis=1)
+    out = frame_features(audio, steps)
+    np.testing.assert_allclose(out[:, 0], log_rms.reshape(steps, 12).mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(out[:, 1], log_rms.reshape(steps, 12).std(axis=1), atol=1e-5)
+    np.testing.assert_allclose(out[:, 5], crossings.reshape(steps, 12).mean(axis=1), atol=1e-6)
 
 
 def test_frame_features_is_vectorised_per_step() -> None:

@@ -30,6 +30,7 @@ from stream_mmsa.features.asr import (
     resolve_asr_model,
 )
 from stream_mmsa.features.asr_bench import espeak_available, load_audio, make_espeak_speech, wer
+from stream_mmsa.features.vad import SpeechTrack
 from stream_mmsa.media.frames import AUDIO_RATE, AudioChunk
 
 FRAME = 512
@@ -313,6 +314,27 @@ def test_vad_skips_silence_and_commits_at_utterance_end() -> None:
     calls = len(decoder.calls)
     assert texts([w for u in updates for w in u.final]) == ["ok"]
     assert core.flush().final == [] and len(decoder.calls) == calls  # pause already committed
+
+
+def test_speech_carried_by_the_chunks_replaces_the_own_vad() -> None:
+    """In the engine the session's VAD labels the chunks: the recogniser runs none of its own
+    and decides exactly as it would with it, a gap in the input included."""
+    spoken = (("yes", 1.2, 1.5), ("sure", 1.7, 2.2), ("ok", 4.1, 4.4))
+    audio = timecoded(6.0, speech=((1.0, 2.5), (4.0, 4.5)))
+    pieces = chunks_of(audio)
+    pieces = pieces[:4] + pieces[5:]  # a 0.5 s hole, filled with silence on both sides
+    own = TranscriberCore(Oracle(*spoken), fast_config(vad=True), EnergyVad())
+    expected = [w for c in pieces for w in own.push(c).final] + own.flush().final
+
+    class NoVad(EnergyVad):
+        def __call__(self, samples: np.ndarray) -> np.ndarray:
+            raise AssertionError("the recogniser ran a VAD of its own")
+
+    track = SpeechTrack(EnergyVad())
+    shared = TranscriberCore(Oracle(*spoken), fast_config(vad=True), NoVad())
+    labelled = [track.label(c) for c in pieces]
+    finals = [w for c in labelled for w in shared.push(c).final] + shared.flush().final
+    assert finals == expected and texts(finals) == ["yes", "sure", "ok"]
 
 
 def test_silence_and_clicks_are_never_decoded() -> None:

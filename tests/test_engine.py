@@ -22,6 +22,7 @@ from stream_mmsa.features.asr import WhisperAsr
 from stream_mmsa.media.frames import Frame
 from stream_mmsa.media.sources.base import Source
 from stream_mmsa.media.sources.file import FileSource
+from stream_mmsa.model.face_prior import FacePriorConfig
 from stream_mmsa.sinks.eventlog import EventLog, read_events
 from stream_mmsa.windowing import WindowConfig, window_count
 
@@ -97,6 +98,8 @@ def test_no_face_stretch_reports_vision_missing(short_windows: list[dict]) -> No
     for event in inside:
         assert event["modalities"]["vision"]["state"] == "missing"
         assert event["modalities"]["vision"]["action"] in ("imagined", "skipped")
+        assert "expression" not in event["modalities"]["vision"]  # no face, no expression
+        assert "model_score" not in event["sentiment"]  # nor a face prior
     outside = [e for e in short_windows if _inside(e["window"], 1.0, gap["start"] - 0.5)]
     assert all(e["modalities"]["vision"]["state"] == "present" for e in outside)
 
@@ -109,6 +112,39 @@ def test_silence_reports_no_speech(short_windows: list[dict]) -> None:
         assert event["modalities"]["audio"]["state"] == "missing"
         assert event["modalities"]["text"]["state"] == "missing"
         assert event["transcript"] == ""
+
+
+def test_a_silent_smiling_face_reads_positive(short_windows: list[dict]) -> None:
+    """The silence: no words, no voice, the astronaut smiling. The model alone says about
+    neutral (it learnt nothing from faces); the face prior follows the expression."""
+    (quiet,) = TIMELINE["silence"]
+    inside = [e for e in short_windows if _inside(e["window"], quiet["start"] + 0.6, quiet["end"])]
+    assert len(inside) >= 3
+    for event in inside:
+        vision = event["modalities"]["vision"]
+        assert vision["state"] == "present" and vision["expression"]["label"] == "happy"
+        assert (
+            vision["expression"]["probs"]["happy"] > 0.9 and vision["expression"]["valence"] > 0.9
+        )
+        assert event["sentiment"]["label"] == "positive" and event["sentiment"]["score"] > 1.0
+        assert "model_score" in event["sentiment"]  # the model's own reading, kept
+
+
+def test_the_face_only_nudges_what_the_words_say(fast_run: tuple[list[dict], object]) -> None:
+    events, _ = fast_run
+    sentiments = [e for e in events if e["type"] == "sentiment"]
+    bound = FacePriorConfig().max_adjust
+    nudged = 0
+    for event in sentiments:
+        vision, sentiment = event["modalities"]["vision"], event["sentiment"]
+        if vision["action"] != "used":
+            assert "expression" not in vision and "model_score" not in sentiment
+            continue
+        assert vision["expression"]["label"] == "happy"  # smiling throughout
+        if event["modalities"]["text"]["action"] == "used":
+            assert 0 < sentiment["score"] - sentiment["model_score"] <= bound + 1e-3
+            nudged += 1
+    assert nudged >= 40
 
 
 def test_positive_sentences_score_above_negative_ones(fast_run: tuple[list[dict], object]) -> None:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from stream_mmsa.events import (
     SCHEMA_VERSION,
+    Expression,
     ModalityReport,
     Sentiment,
     SentimentEvent,
@@ -47,6 +48,34 @@ EVENTS = [
         latency_ms=3.0,
         sentiment=Sentiment(score=-3.0, label="negative", confidence=0.0),
         modalities={"audio": ModalityReport(state="partial", weight=1.0)},
+    ),
+    SentimentEvent(  # a silent, smiling face: the score follows the face prior
+        session="s1",
+        seq=48,
+        window=Window(start=16.5, end=17.5),
+        latency_ms=12.5,
+        sentiment=Sentiment(score=1.7124, label="positive", confidence=0.4717, model_score=-0.3521),
+        modalities={
+            "text": ModalityReport(state="missing", action="skipped", gain=-0.01, weight=0.0),
+            "audio": ModalityReport(state="missing", action="imagined", gain=0.02, weight=0.1),
+            "vision": ModalityReport(
+                state="present",
+                weight=0.9,
+                expression=Expression(
+                    label="happy",
+                    probs={
+                        "angry": 0.0,
+                        "disgust": 0.0,
+                        "fear": 0.0,
+                        "happy": 0.9973,
+                        "sad": 0.0,
+                        "surprise": 0.0018,
+                        "neutral": 0.0009,
+                    },
+                    valence=0.9973,
+                ),
+            ),
+        },
     ),
     TranscriptEvent(
         session="s1",
@@ -108,8 +137,8 @@ def test_every_event_type_is_covered() -> None:
     assert published == {e.type for e in EVENTS}
 
 
-def _mutated(change) -> dict:
-    data = json.loads(EVENTS[0].to_json())
+def _mutated(change, event: int = 0) -> dict:
+    data = json.loads(EVENTS[event].to_json())
     change(data)
     return data
 
@@ -141,6 +170,24 @@ def _mutated(change) -> dict:
 )
 def test_schema_and_parser_reject_the_same_events(change, validator) -> None:
     data = _mutated(change)
+    assert not validator.is_valid(data)
+    with pytest.raises(ValidationError):
+        parse_event(data)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda e: e.update(label="joy"),
+        lambda e: e["probs"].update(joy=0.1),
+        lambda e: e["probs"].update(happy=1.2),
+        lambda e: e.update(valence=-1.5),
+        lambda e: e.pop("probs"),
+    ],
+    ids=["label", "class", "probability", "valence", "no-probs"],
+)
+def test_expression_is_checked(change, validator) -> None:
+    data = _mutated(lambda d: change(d["modalities"]["vision"]["expression"]), event=2)
     assert not validator.is_valid(data)
     with pytest.raises(ValidationError):
         parse_event(data)

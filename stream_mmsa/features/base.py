@@ -18,11 +18,16 @@ from ..media.frames import Frame
 
 @dataclass(frozen=True, slots=True)
 class FeatureVector:
-    """One feature vector covering [start, end] on the session clock."""
+    """One feature vector covering [start, end] on the session clock.
+
+    extra: what the extractor saw there beside the model's input (vision: the face's
+    expression probabilities), carried through the windows to the events; None if nothing.
+    """
 
     start: float
     end: float
     vector: np.ndarray
+    extra: np.ndarray | None = None
 
 
 @dataclass(slots=True)

@@ -10,10 +10,15 @@ Layout of each vector (`dim` = 55, float32):
 No face-present flag: frames without a face produce no vector but an `absent`
 stretch with reason "no face", which is what the aligner needs.
 
+Beside the vector, not in it (`FeatureVector.extra`): the seven FER2013 expression
+probabilities of the same face (features/expression.py), for the events and the face
+prior. They stay out of the model's input so that checkpoints trained on the 55
+dimensions keep loading.
+
 Why the scheduling: the landmarker is stateful (VIDEO mode tracks the face between
-frames) and costs ~7 ms a frame on one core, so it runs on one worker thread per
-extractor with latest-frame semantics, at a rate that adapts to keep its CPU share
-within `budget_ms × max_fps` per second.
+frames) and costs ~7 ms a frame on one core, the expression classifier 2-3 ms more, so
+they run on one worker thread per extractor with latest-frame semantics, at a rate that
+adapts to keep their CPU share within `budget_ms × max_fps` per second.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import mediapipe as mp
 import numpy as np
@@ -37,6 +43,7 @@ from mediapipe.tasks.python import BaseOptions, vision
 from ..media.frames import Frame, VideoFrame
 from ..paths import cache_root
 from .base import Extractor, FeatureUpdate, FeatureVector
+from .expression import ExpressionClassifier, resolve_expression_model
 
 BLENDSHAPES = (
     "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
@@ -105,14 +112,22 @@ def head_pose(matrix: np.ndarray) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
-class FaceLandmarks:
-    """The synchronous core: one landmarker in VIDEO mode, image in, feature vector out.
+class FaceReading(NamedTuple):
+    """One face: the feature vector (layout above) and, when classified, its expression."""
 
-    Not thread-safe; use it from one thread. `last_ms` is the time the last call spent
-    in MediaPipe, the figure the adaptive rate and the benchmark use.
+    vector: np.ndarray
+    expression: np.ndarray | None  # (7,) FER2013 probabilities (expression.LABELS order)
+
+
+class FaceLandmarks:
+    """The synchronous core: one landmarker in VIDEO mode (and the expression classifier on
+    its face when `expression_path` is given), image in, FaceReading out.
+
+    Not thread-safe; use it from one thread. `last_ms` is the time the last call spent in
+    MediaPipe and the classifier, the figure the adaptive rate and the benchmark use.
     """
 
-    def __init__(self, model_path: str | Path) -> None:
+    def __init__(self, model_path: str | Path, expression_path: str | Path | None = None) -> None:
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=vision.RunningMode.VIDEO,
@@ -121,23 +136,30 @@ class FaceLandmarks:
             output_facial_transformation_matrixes=True,
         )
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self.expression = None if expression_path is None else ExpressionClassifier(expression_path)
         self._last_ts = -1
         self.last_ms = 0.0
 
-    def __call__(self, image: np.ndarray, at: float) -> np.ndarray | None:
-        """Features of the face in `image` (RGB uint8) seen at session time `at`, or None."""
+    def __call__(self, image: np.ndarray, at: float) -> FaceReading | None:
+        """The face in `image` (RGB uint8) seen at session time `at`, or None."""
         self._last_ts = max(round(at * 1000), self._last_ts + 1)  # VIDEO mode: strictly rising
-        frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        image = np.ascontiguousarray(image)
+        frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
         start = time.perf_counter()
         result = self._landmarker.detect_for_video(frame, self._last_ts)
-        self.last_ms = (time.perf_counter() - start) * 1000
         if not result.face_blendshapes:
+            self.last_ms = (time.perf_counter() - start) * 1000
             return None
         vector = np.zeros(DIM, dtype=np.float32)
         for category in result.face_blendshapes[0]:
             vector[category.index] = category.score
         vector[len(BLENDSHAPES) :] = head_pose(np.asarray(result.facial_transformation_matrixes[0]))
-        return vector
+        expression = None
+        if self.expression is not None:
+            points = np.array([(p.x, p.y) for p in result.face_landmarks[0]], dtype=np.float32)
+            expression = self.expression(image, points)
+        self.last_ms = (time.perf_counter() - start) * 1000
+        return FaceReading(vector, expression)
 
     def close(self) -> None:
         """Release the graph now: MediaPipe's own finaliser fails at interpreter exit."""
@@ -152,11 +174,12 @@ class FaceStats:
     skipped: int = 0  # arrived sooner than the current rate allows
     dropped: int = 0  # replaced by a newer frame while the landmarker was busy
     fps: float = 0.0  # current processing rate
-    ms_per_frame: float = 0.0  # median landmarker time of recent frames
+    ms_per_frame: float = 0.0  # median landmarker + expression time of recent frames
 
 
 class FaceExtractor(Extractor):
-    """Video frames in, blendshape + head-pose vectors out (layout in the module docstring).
+    """Video frames in, blendshape + head-pose vectors out (layout in the module docstring),
+    each with its face's expression probabilities as `extra` unless `expression=False`.
 
     `push` never waits for the landmarker: it hands the frame to the worker (or keeps it
     as the newest pending one) and returns what finished since the last call. A vector
@@ -176,18 +199,24 @@ class FaceExtractor(Extractor):
         min_fps: float = 2.0,
         budget_ms: float = 10.0,
         adaptive: bool = True,
+        expression: bool = True,
+        expression_model: str | Path | None = None,
     ) -> None:
         """`adaptive=False` keeps `max_fps` whatever the landmarker costs: offline runs then
-        analyse the same frames on any machine (the rate otherwise follows measured time)."""
+        analyse the same frames on any machine (the rate otherwise follows measured time).
+        `budget_ms` covers the landmarker and the expression classifier together."""
         if not 0 < min_fps <= max_fps:
             raise ValueError("need 0 < min_fps <= max_fps")
         self.model_path = resolve_face_model(model_path)
+        self.expression_path = resolve_expression_model(expression_model) if expression else None
         self.max_fps, self.min_fps, self.budget_ms = max_fps, min_fps, budget_ms
         self.adaptive = adaptive
         self.stats = FaceStats(fps=max_fps)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="face")
         # Loads (~0.4 s) on the worker thread right away, so the first frame does not wait.
-        self._landmarks = self._executor.submit(FaceLandmarks, self.model_path)
+        self._landmarks = self._executor.submit(
+            FaceLandmarks, self.model_path, self.expression_path
+        )
         self._closed = False
         self._times: deque[float] = deque(maxlen=9)
         self._worker: asyncio.Task[None] | None = None
@@ -242,25 +271,25 @@ class FaceExtractor(Extractor):
         try:
             while self._pending is not None:
                 frame, self._pending = self._pending, None
-                vector, ms = await loop.run_in_executor(self._executor, self._detect, frame)
-                self._record(frame.time, vector, ms)
+                reading, ms = await loop.run_in_executor(self._executor, self._detect, frame)
+                self._record(frame.time, reading, ms)
         except Exception as error:  # raised to the engine by the next push or flush
             self._error = error
         finally:
             self._worker = None
 
-    def _detect(self, frame: VideoFrame) -> tuple[np.ndarray | None, float]:
+    def _detect(self, frame: VideoFrame) -> tuple[FaceReading | None, float]:
         landmarks = self._landmarks.result()  # loaded already: same thread, FIFO; else raises
-        vector = landmarks(frame.image, frame.time)
-        return vector, landmarks.last_ms
+        reading = landmarks(frame.image, frame.time)
+        return reading, landmarks.last_ms
 
-    def _record(self, t: float, vector: np.ndarray | None, ms: float) -> None:
+    def _record(self, t: float, reading: FaceReading | None, ms: float) -> None:
         lookback = 1 / self.min_fps
         start = t if self._previous is None or t - self._previous > lookback else self._previous
         self._previous = t
         out = self._out
-        if vector is not None:
-            out.vectors.append(FeatureVector(start, t, vector))
+        if reading is not None:
+            out.vectors.append(FeatureVector(start, t, reading.vector, reading.expression))
         elif out.absent and out.absent[-1][1] == start:
             out.absent[-1] = (out.absent[-1][0], t, "no face")
         else:

@@ -120,6 +120,13 @@ class TextEncoder:
         self.trainable_top_layers = trainable_top_layers
         self.hidden_size = int(model.config.hidden_size)
 
+    def to(self, device: str | torch.device) -> TextEncoder:
+        """Move both parts (and the inputs of later calls) to `device`, e.g. a GPU for serving."""
+        self.device = torch.device(device)
+        self.bottom.to(self.device)
+        self.top.to(self.device)
+        return self
+
     def encode_bottom(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Frozen-bottom states (B, T, H) float32 and mask (B, T) bool, T <= max_tokens.
 

@@ -195,8 +195,8 @@ def train_from_config(
     return out
 
 
-def load_for_eval(checkpoint: Path | None):
-    """Model, its saved extra, and the text encoder its text layers need (if any)."""
+def load_for_eval(checkpoint: Path | None, device: str | torch.device = "cpu"):
+    """Model, its saved extra, and the text encoder its text layers need (if any), on `device`."""
     path = checkpoint or DEFAULT_CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -204,8 +204,8 @@ def load_for_eval(checkpoint: Path | None):
     saved = probe.get("extra", probe).get("config", {})
     encoder = None
     if saved.get("data", {}).get("kind") in ("label_csv", "spoken"):
-        encoder = make_text_encoder(TextConfig.model_validate(saved.get("text", {})))
-    model, extra = load_sentiment_model(path, text_encoder=encoder)
+        encoder = make_text_encoder(TextConfig.model_validate(saved.get("text", {}))).to(device)
+    model, extra = load_sentiment_model(path, map_location=device, text_encoder=encoder)
     return model, extra, encoder
 
 
