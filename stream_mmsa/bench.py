@@ -142,8 +142,14 @@ def markdown(results: dict) -> str:
             )
         )
     if "acoustic" in results:
+        a = results["acoustic"]
+        lines.append(_row("acoustic features", f"{a['ms_per_audio_s']:.1f} ms/audio s", ""))
         lines.append(
-            _row("acoustic features", f"{results['acoustic']['ms_per_audio_s']:.1f} ms/audio s", "")
+            _row(
+                "VAD, once per session (ASR + acoustic)",
+                f"{a['vad_ms_per_audio_s']:.1f} ms/audio s",
+                "",
+            )
         )
     if "asr" in results:
         a = results["asr"]

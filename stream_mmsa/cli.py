@@ -288,8 +288,9 @@ def bench(
     if unknown or not chosen:
         named = f"unknown stage {', '.join(unknown)}; " if unknown else ""
         raise _fail(f"--stages: {named}choose from {', '.join(BENCH_STAGES)}")
-    from .bench import SAMPLE, markdown, run_bench
+    from .bench import markdown, run_bench
     from .config import EngineConfig
+    from .paths import SAMPLE
 
     results = run_bench(source or SAMPLE, EngineConfig(), chosen)
     print(markdown(results))

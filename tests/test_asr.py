@@ -316,6 +316,13 @@ def test_vad_skips_silence_and_commits_at_utterance_end() -> None:
     assert core.flush().final == [] and len(decoder.calls) == calls  # pause already committed
 
 
+class NoVad(EnergyVad):
+    """The recogniser's own detector where the chunks carry the session's: never called."""
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        raise AssertionError("the recogniser ran a VAD of its own")
+
+
 def test_speech_carried_by_the_chunks_replaces_the_own_vad() -> None:
     """In the engine the session's VAD labels the chunks: the recogniser runs none of its own
     and decides exactly as it would with it, a gap in the input included."""
@@ -325,11 +332,6 @@ def test_speech_carried_by_the_chunks_replaces_the_own_vad() -> None:
     pieces = pieces[:4] + pieces[5:]  # a 0.5 s hole, filled with silence on both sides
     own = TranscriberCore(Oracle(*spoken), fast_config(vad=True), EnergyVad())
     expected = [w for c in pieces for w in own.push(c).final] + own.flush().final
-
-    class NoVad(EnergyVad):
-        def __call__(self, samples: np.ndarray) -> np.ndarray:
-            raise AssertionError("the recogniser ran a VAD of its own")
-
     track = SpeechTrack(EnergyVad())
     shared = TranscriberCore(Oracle(*spoken), fast_config(vad=True), NoVad())
     labelled = [track.label(c) for c in pieces]
@@ -374,6 +376,23 @@ def test_skip_ahead_when_behind_drops_the_oldest_audio() -> None:
     assert texts(update.final) == ["early"]  # decoded before the skip: kept, not lost
     assert all(c["seconds"] <= 1.0 + 1e-6 for c in decoder.calls[1:])
     assert update.pending_s < 1.0
+
+
+def test_skip_ahead_takes_the_sessions_vad_frames_after_the_cut() -> None:
+    """Behind with labelled chunks: frames before the cut are dropped with their audio, the
+    ones after it still open and close utterances."""
+    decoder = Oracle(("early", 0.1, 0.4), ("late", 5.2, 5.5))
+    config = fast_config(vad=True, max_pending_s=3.0, resume_s=1.0, min_silence_s=CHUNK_S)
+    core = TranscriberCore(decoder, config, NoVad())
+    track = SpeechTrack(EnergyVad())
+    audio = timecoded(6.0, speech=((0.0, 0.6), (5.1, 5.6)))
+    labelled = [track.label(c) for c in chunks_of(audio)]
+    first = core.push(labelled[0])
+    update = core.process(labelled[1:])  # 5.5 s at once: all but the last second skipped
+    assert update.skipped == [pytest.approx((CHUNK_S, labelled[-1].end - 1.0))]
+    finals = first.final + update.final + core.flush().final
+    assert texts(finals) == ["early", "late"]
+    assert finals[1].start == pytest.approx(5.2, abs=1e-3)
 
 
 def test_wrong_chunks_raise_clear_errors() -> None:

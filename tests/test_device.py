@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -129,3 +133,14 @@ def test_runtime_places_every_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runtime.worker.device == torch.device("cuda") and runtime.asr_model == "whisper"
     assert runtime.placement.describe() == "fusion + text encoder on cuda, ASR on cuda (float16)"
     runtime._text_pool.shutdown()
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line() -> None:
+    """scripts/check_gpu.py where there is no GPU (hidden here, whatever the machine)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_gpu.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("check_gpu: no CUDA device for the engine (torch sees 0")
+    assert "nothing was checked" in done.stderr

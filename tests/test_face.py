@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import math
 import threading
 import time
@@ -89,6 +90,17 @@ def test_model_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     cached = tmp_path / "cache" / "models" / "face_landmarker.task"
     cached.write_bytes(b"model")  # the cache dir was created by the failed download
     assert resolve_face_model() == cached
+
+
+def test_a_download_that_is_not_the_model_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAM_MMSA_CACHE", str(tmp_path))
+    monkeypatch.setattr(face, "_PACKAGE", "no_such_package_for_tests")
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"<html>proxy"))
+    with pytest.raises(FileNotFoundError, match="sha256"):
+        resolve_face_model()
+    assert not (tmp_path / "models" / "face_landmarker.task").exists()
 
 
 def test_model_resolves_offline_from_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

