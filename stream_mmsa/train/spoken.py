@@ -296,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="eval: the same config with these overrides is the baseline (e.g. "
         "engine.window.text_context=0); prints the paired difference with bootstrap intervals",
     )
+    parser.add_argument(
+        "--against-checkpoint", type=Path, help="eval: the baseline's model (default: the same)"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     torch.set_num_threads(config.train.threads)
@@ -320,25 +323,28 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     valid = valid_windows(config)
     print(json.dumps(window_and_utterance_metrics(model, valid, args.imagine), indent=2))
-    if args.against:
-        baseline = valid_windows(load_config(args.config, args.against))
-        print(json.dumps(paired_difference(model, valid, baseline, args.imagine), indent=2))
+    if args.against or args.against_checkpoint:
+        other = model
+        if args.against_checkpoint:
+            other, _, encoder = load_for_eval(args.against_checkpoint)
+        baseline = valid_windows(load_config(args.config, args.against or []))
+        difference = paired_difference((model, valid), (other, baseline), args.imagine)
+        print(json.dumps(difference, indent=2))
 
 
 def paired_difference(
-    model: SentimentModel,
-    dataset: MultimodalDataset,
-    baseline: MultimodalDataset,
+    tried: tuple[SentimentModel, MultimodalDataset],
+    baseline: tuple[SentimentModel, MultimodalDataset],
     imagine: str = "gate",
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """`dataset` minus `baseline` (same utterances, other windows or features), with 95 %
+    """`tried` minus `baseline` (model and windows of the same utterances), with 95 %
     intervals from a bootstrap over utterances: windows of one utterance are not
     independent, and 229 valid clips are few, so a win has to clear its interval."""
     rng = np.random.default_rng(seed)
     sides = []
-    for data in (dataset, baseline):
+    for model, data in (tried, baseline):
         pred, label = predict(model, make_loader(data, 256), imagine=imagine)
         by_utterance: dict[str, list[int]] = defaultdict(list)
         for i, sample in enumerate(data.samples):
