@@ -165,7 +165,13 @@ def ablation(
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Argument(help="a media file (audio, video or both)")],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="a media file (audio, video or both), webcam, mic or webcam+mic "
+            '(webcam:1, mic:"USB Audio": by index or name)'
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config with an engine: section")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="section.key=value override")
@@ -176,11 +182,18 @@ def run(
     ] = None,
     ws: Annotated[str | None, typer.Option(help="serve events on ws://HOST:PORT/events")] = None,
     db: Annotated[Path | None, typer.Option(help="append events to this SQLite log")] = None,
+    list_devices: Annotated[
+        bool, typer.Option("--list-devices", help="list cameras and microphones, then exit")
+    ] = False,
 ) -> None:
-    """Run the engine on a media file: live view, events to the sinks, summary at the end."""
+    """Run the engine on a media file or local devices: live view, events to the sinks,
+    summary at the end."""
     import asyncio
+    from functools import partial
 
     from .config import load_config
+    from .media.sources import device
+    from .media.sources.base import SourceError
     from .validate import (
         check_db_target,
         check_jsonl_target,
@@ -189,11 +202,18 @@ def run(
         parse_ws_address,
     )
 
+    if list_devices:
+        print(device.list_devices())
+        raise typer.Exit()
+    if source is None:
+        raise _fail("give a source: a media file, webcam, mic or webcam+mic (--list-devices)")
     try:
-        path = check_media_source(source)
+        media = check_media_source(source)
         engine = load_config(config, overrides or []).engine
     except (ConfigError, ValueError) as error:
         raise _fail(str(error)) from None
+    if isinstance(media, device.DeviceSpec) and fast:
+        raise _fail("--fast: live devices run in real time; leave --fast out")
     if jsonl and jsonl != "-":
         _checked("--jsonl", check_jsonl_target, jsonl)
     if db:
@@ -203,12 +223,17 @@ def run(
         _checked("--ws", check_port_free, host, port)
         ws = f"{host}:{port}"
 
+    if isinstance(media, device.DeviceSpec):  # opened now, so a missing one fails at once
+        try:
+            media = partial(device.DeviceSource, device.open_devices(media))
+        except SourceError as error:
+            raise _fail(str(error)) from None
+
     from .live import exit_code, run_file
-    from .media.sources.base import SourceError
 
     try:
         summary = asyncio.run(
-            run_file(path, engine, fast=fast, jsonl=jsonl, ws=ws, db=db, console=console)
+            run_file(media, engine, fast=fast, jsonl=jsonl, ws=ws, db=db, console=console)
         )
     except (ConfigError, SourceError, FileNotFoundError, ValueError) as error:
         raise _fail(str(error)) from None

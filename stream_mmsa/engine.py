@@ -115,6 +115,9 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self._text_pool, run)
 
 
+STREAM_MODALITIES = {"audio": ("audio", "text"), "video": ("vision",)}
+"""What each media stream feeds: words come from the audio."""
+
 ROLLING = 2000
 """Latencies and transcript words a summary keeps: a server session lasts hours."""
 
@@ -193,6 +196,7 @@ class Session:
         self._stop_reason: str | None = None
         self._stopped = asyncio.Event()
         self._losses: dict[str, float] = {}
+        self._stopped_streams: set[str] = set()
         self._audio_dropped = 0
 
     def stop(self, reason: str) -> None:
@@ -383,7 +387,13 @@ class Session:
         await self._advance("windows", math.inf)
 
     async def _report_losses(self, at: float) -> None:
-        """Media the session had to drop becomes a `degraded` event when it grows."""
+        """Media the session had to drop becomes a `degraded` event when it grows; a stream
+        that stopped for good (a device unplugged) makes its modalities `missing` from then."""
+        for stream, (since, reason) in self.source.stopped_streams().items():
+            if stream not in self._stopped_streams:
+                self._stopped_streams.add(stream)
+                for modality in STREAM_MODALITIES[stream]:
+                    self.aligner.detach(modality, since, reason)
         losses = {k: float(v) for k, v in self.source.losses().items() if v}
         if self._audio_dropped:
             losses["recogniser_audio_chunks_dropped"] = float(self._audio_dropped)

@@ -1,4 +1,4 @@
-"""`stream-mmsa run`: a media file through the engine, with a live terminal view and a summary."""
+"""`stream-mmsa run`: a media file or local devices through the engine, live view, summary."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -17,6 +17,7 @@ from rich.text import Text
 from .config import EngineConfig
 from .engine import Runtime, Session, SessionSummary
 from .events import SentimentEvent, StatusEvent, TranscriptEvent
+from .media.sources.base import Source
 from .media.sources.file import FileSource
 from .model.types import MODALITIES
 from .sinks.base import AnyEvent, Sink
@@ -108,7 +109,7 @@ def exit_code(summary: SessionSummary) -> int:
 
 
 async def run_file(
-    path: Path,
+    source: Path | Callable[[], Source],
     config: EngineConfig,
     *,
     fast: bool,
@@ -117,7 +118,8 @@ async def run_file(
     db: Path | None,
     console: Console,
 ) -> SessionSummary:
-    """Analyse one media file; events go to the chosen sinks and the live view."""
+    """Analyse one media file, or the live source `source()` makes once the models are in
+    (so that its clock starts with the session); events go to the sinks and the live view."""
     sinks: list[Sink] = []
     if jsonl:
         sinks.append(JsonlSink(None if jsonl == "-" else jsonl))
@@ -130,10 +132,11 @@ async def run_file(
         console.print(f"events on ws://{host}:{bound}/events", markup=False)
         sinks.append(hub)
     view = LiveView()
-    source = FileSource(path, realtime=not fast)
+    file = None if callable(source) else FileSource(source, realtime=not fast)  # fails early
     group = SinkGroup(sinks)
     async with Runtime(config) as runtime, group:
-        session = Session(runtime, source, group, realtime=not fast, on_event=view.on_event)
+        media = source() if callable(source) else file
+        session = Session(runtime, media, group, realtime=not fast, on_event=view.on_event)
         with (
             Live(view.render(), console=console, refresh_per_second=8) as live,
             on_signals(session, console),

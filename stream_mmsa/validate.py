@@ -17,19 +17,23 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from .media.sources.device import DeviceSpec, parse_device_spec
 from .sinks.eventlog import EventLogError, check_format
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 """The first 16 bytes of every SQLite database file."""
 
 SUPPORTED_SOURCES = (
-    "supported sources: a media file path (audio, video or both); live devices and URLs are "
-    "not supported yet (`stream-mmsa serve` takes a browser's camera and microphone)"
+    "supported sources: a media file path (audio, video or both), webcam, mic or webcam+mic; "
+    "URLs are not supported yet (`stream-mmsa serve` takes a browser's camera and microphone)"
 )
 
 
-def check_media_source(source: str) -> Path:
-    """The source as an existing file's path; the error says what `run` takes instead."""
+def check_media_source(source: str) -> Path | DeviceSpec:
+    """An existing file's path or the local devices named; the error says what `run` takes."""
+    spec = parse_device_spec(source)
+    if spec is not None:
+        return spec
     if "://" in source:
         raise ValueError(f"source {_short(source)} is a URL; {SUPPORTED_SOURCES}")
     path = Path(source)

@@ -37,6 +37,11 @@ class Source(ABC):
     def frames(self) -> AsyncIterator[Frame]:
         """Frames until the source ends; raising means the source failed."""
 
+    def stopped_streams(self) -> dict[str, tuple[float, str]]:
+        """Streams ("audio", "video") that ended for good while the source goes on (a
+        camera unplugged): session time and why. The engine reports them `missing`."""
+        return {}
+
     def losses(self) -> dict[str, float]:
         """Media lost so far by name (undecodable packets, dropped chunks); grows only."""
         return {}
