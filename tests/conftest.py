@@ -6,9 +6,25 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stream_mmsa.sinks.base import AnyEvent, Sink
+
 if TYPE_CHECKING:
     import aiohttp
     from aiohttp.test_utils import TestClient
+
+
+class Recorder(Sink):
+    """A sink that keeps every event it gets, like a client would."""
+
+    def __init__(self) -> None:
+        self.events: list[AnyEvent] = []
+
+    async def send(self, event: AnyEvent) -> None:
+        self.events.append(event)
+
+    async def close(self) -> None:
+        pass
+
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """Real data for development (../shared/data from the repo root); absent on some machines."""

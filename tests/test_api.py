@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import Recorder
 from typer.testing import CliRunner
 
 import stream_mmsa
@@ -29,7 +30,6 @@ from stream_mmsa import (
 )
 from stream_mmsa.cli import app
 from stream_mmsa.media.frames import AUDIO_RATE, AudioChunk, Frame, VideoFrame
-from stream_mmsa.sinks.base import Sink
 from stream_mmsa.train.evaluate import TABLE_METRICS, EvalRow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,17 +243,6 @@ class FirstSeconds(Source):
         await self.inner.close()
 
 
-class Collect(Sink):
-    def __init__(self) -> None:
-        self.events: list[AnyEvent] = []
-
-    async def send(self, event: AnyEvent) -> None:
-        self.events.append(event)
-
-    async def close(self) -> None:
-        pass
-
-
 def decoded_audio(path: Path, seconds: float) -> list[np.ndarray]:
     """The file's audio as 48 kHz stereo int16 pieces, as a call SDK would hand it over."""
     resampler = av.AudioResampler(format="s16", layout="stereo", rate=48_000)
@@ -281,7 +270,7 @@ def scenarios() -> dict[str, list[AnyEvent]]:
         async with Engine() as engine:
             out["first"] = [e async for e in engine.analyze(FirstSeconds(SAMPLE, 6.0))]
 
-            seen = Collect()
+            seen = Recorder()
             async with contextlib.aclosing(engine.analyze(SAMPLE, sinks=[seen])) as events:
                 async for event in events:
                     if isinstance(event, SentimentEvent):
@@ -293,7 +282,7 @@ def scenarios() -> dict[str, list[AnyEvent]]:
             out["push"] = [e async for e in engine.analyze(source)]
             await feeder
 
-            left = Collect()
+            left = Recorder()
             async for event in engine.analyze(SAMPLE, sinks=[left], session_id="left"):
                 if isinstance(event, SentimentEvent):
                     break  # no aclose: leaving the engine stops and waits for the session

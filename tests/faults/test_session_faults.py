@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Recorder
 
 from stream_mmsa.config import EngineConfig
 from stream_mmsa.engine import Runtime, Session, SessionSummary
@@ -59,19 +60,6 @@ class Clip(Source):
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-class Recorder(Sink):
-    """Keeps every event it gets, like a client would."""
-
-    def __init__(self) -> None:
-        self.events: list[AnyEvent] = []
-
-    async def send(self, event: AnyEvent) -> None:
-        self.events.append(event)
-
-    async def close(self) -> None:
-        pass
 
 
 class FailsAfter(Sink):
