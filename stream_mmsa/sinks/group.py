@@ -43,15 +43,14 @@ class SinkGroup(Sink):
     where it says it ends), and every event it misses from then on is counted as lost.
     The first failure of each sink raises `SinkFailed` after the others got the event, so
     the session can tell the remaining sinks and the user; `failed` keeps the account for
-    the summary. Events a sink accepted but could not commit (it fails at `close`) are
-    counted when the sink says how many it committed (`committed`).
+    the summary. A sink that fails only at `close` is reported with nothing counted lost:
+    it does not say how many of the events it accepted it could not commit.
     """
 
     def __init__(self, sinks: Iterable[Sink]) -> None:
         self.sinks: tuple[Sink, ...] = tuple(sinks)
         self.failures: list[int] = [0] * len(self.sinks)
         self._failed: dict[int, SinkFailure] = {}
-        self._sent = [0] * len(self.sinks)
 
     @property
     def failed(self) -> list[SinkFailure]:
@@ -66,12 +65,11 @@ class SinkGroup(Sink):
         results = await asyncio.gather(
             *(self.sinks[i].send(event) for i in live), return_exceptions=True
         )
-        new: list[SinkFailure] = []
-        for i, result in zip(live, results, strict=True):
-            if isinstance(result, BaseException):
-                new.append(self._fail(i, result, lost=1 + self._uncommitted(i)))
-            else:
-                self._sent[i] += 1
+        new = [
+            self._fail(i, result, lost=1)
+            for i, result in zip(live, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
         if new:
             raise SinkFailed(new)
 
@@ -81,12 +79,7 @@ class SinkGroup(Sink):
         )
         for i, result in enumerate(results):
             if isinstance(result, BaseException) and i not in self._failed:
-                self._fail(i, result, lost=self._uncommitted(i))
-
-    def _uncommitted(self, i: int) -> int:
-        """Events the sink accepted but has not committed (0 for sinks that do not say)."""
-        committed = getattr(self.sinks[i], "committed", None)
-        return 0 if committed is None else max(self._sent[i] - committed, 0)
+                self._fail(i, result, lost=0)
 
     def _fail(self, i: int, error: BaseException, lost: int) -> SinkFailure:
         failure = self._failed[i] = SinkFailure(repr(self.sinks[i]), _reason(error), lost)
