@@ -46,14 +46,7 @@ import numpy as np
 
 from ..media.frames import AUDIO_RATE, AudioChunk, SpeechFrames
 from ..paths import cache_root, hub_offline
-from .vad import (
-    MAX_GAP_FILL_S,
-    TIME_TOLERANCE,
-    SileroVad,
-    SpeechTrack,
-    VoiceDetector,
-    check_chunk,
-)
+from .vad import MAX_GAP_FILL_S, SileroVad, SpeechTrack, VoiceDetector, check_chunk, joined
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -574,14 +567,12 @@ class TranscriberCore:
         if self._end is None:
             self._restart(start)
         assert self._end is not None
-        gap = start - self._end
-        if gap > self.config.max_gap_fill_s:
+        continued = joined(self._end, start, samples, self.config.max_gap_fill_s)
+        if continued is None:
             self._close_input()
             self._restart(start)
-        elif gap > TIME_TOLERANCE:
-            samples = np.concatenate([np.zeros(round(gap * AUDIO_RATE), np.float32), samples])
-        elif gap < -TIME_TOLERANCE:
-            samples = samples[round(-gap * AUDIO_RATE) :]  # overlap: that time is already here
+        else:
+            samples = continued
         if len(samples) == 0:
             return
         self._buf = np.concatenate([self._buf, samples])

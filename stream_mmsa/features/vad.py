@@ -87,6 +87,22 @@ def check_chunk(chunk: AudioChunk) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
+def joined(
+    expected: float, start: float, samples: np.ndarray, max_gap_s: float
+) -> np.ndarray | None:
+    """`samples` starting at `start`, made to continue a stream that ends at `expected`: a
+    gap up to `max_gap_s` is filled with silence, an overlap is dropped (that time is already
+    in); None when the gap is longer and the stream must restart at `start`."""
+    gap = start - expected
+    if gap > max_gap_s:
+        return None
+    if gap > TIME_TOLERANCE:
+        return np.concatenate([np.zeros(round(gap * AUDIO_RATE), np.float32), samples])
+    if gap < -TIME_TOLERANCE:
+        return samples[round(-gap * AUDIO_RATE) :]
+    return samples
+
+
 class SpeechTrack:
     """A detector run over one stream of chunks, on a sample grid that follows the chunk times.
 
@@ -107,13 +123,12 @@ class SpeechTrack:
         """The frames `chunk` completes (with those of a gap filled before it)."""
         samples = check_chunk(chunk)
         if self._origin is not None:
-            gap = chunk.time - (self._origin + self._samples / AUDIO_RATE)
-            if gap > self.max_gap_s:
+            expected = self._origin + self._samples / AUDIO_RATE
+            continued = joined(expected, chunk.time, samples, self.max_gap_s)
+            if continued is None:
                 self._origin = None
-            elif gap > TIME_TOLERANCE:
-                samples = np.concatenate([np.zeros(round(gap * AUDIO_RATE), np.float32), samples])
-            elif gap < -TIME_TOLERANCE:
-                samples = samples[round(-gap * AUDIO_RATE) :]  # that time is already in
+            else:
+                samples = continued
         if self._origin is None:
             self.detector.reset()
             self._origin, self._samples, self._frames = chunk.time, 0, 0
