@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from .config import ConfigError
+from .console import print_error
 
 if TYPE_CHECKING:
     from .train.evaluate import EvalRow
@@ -26,8 +26,7 @@ T = TypeVar("T")
 
 
 def _fail(message: str) -> typer.Exit:
-    """One unwrapped line (scripts grep it), the message taken literally (paths hold [ ])."""
-    console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    print_error(console, message)
     return typer.Exit(2)
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .config import EngineConfig
+from .console import print_error
 from .engine import Runtime, Session, SessionSummary
 from .events import SentimentEvent, StatusEvent, TranscriptEvent
 from .media.sources.base import Source
@@ -86,10 +87,11 @@ def print_summary(console: Console, summary: SessionSummary) -> None:
         table.add_row(f"{m} availability", shares)
     dropped = ", ".join(f"{k} {v:g}" for k, v in summary.dropped.items() if v)
     table.add_row("dropped", dropped or "none")
-    table.add_row("transcript", f"{summary.words} words; last: " + tail(summary.transcript, 300))
-    table.add_row("ended", summary.ended)
+    last = tail(summary.transcript, 300)
+    table.add_row("transcript", Text(f"{summary.words} words; last: {last}"))
+    table.add_row("ended", Text(summary.ended))
     for failure in summary.sink_failures:
-        table.add_row("[bold red]sink failed[/]", failure.describe())
+        table.add_row(Text("sink failed", style="bold red"), Text(failure.describe()))
     console.print(table)
 
 
@@ -149,9 +151,9 @@ async def run_file(
     summary.sink_failures = group.failed  # closing may fail too (the log's last commit)
     print_summary(console, summary)
     for failure in summary.sink_failures:
-        console.print(f"[bold red]error:[/] sink {failure.describe()}")
+        print_error(console, f"sink {failure.describe()}")
     if summary.error is not None:
-        console.print(f"[bold red]error:[/] session {summary.ended}")
+        print_error(console, f"session {summary.ended}")
     if summary.signal is not None:
         console.print(f"stopped by signal {signal.Signals(summary.signal).name}")
     if db:
