@@ -331,10 +331,8 @@ class Session:
             self.aligner.update(FeatureUpdate("text", absent=silent, watermark=0.0))
 
     async def _transcribe(self, asr: StreamingTranscriber, audio: asyncio.Queue) -> None:
-        end = 0.0
         while (chunk := await audio.get()) is not None:
-            end = chunk.end
-            await self._on_transcript(await asr.push(chunk), end)
+            await self._on_transcript(await asr.push(chunk), chunk.end)
         await self._on_transcript(await asr.flush(), math.inf)
 
     async def _on_transcript(self, update: TranscriptUpdate, heard_to: float) -> None:
