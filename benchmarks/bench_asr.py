@@ -4,7 +4,7 @@
 
 Clips: espeak-ng speech made at run time (8 positive/negative sentences, 1-2 s pauses, ~37 s)
 and the real CMU-MOSI clip from ../shared/data/media when present. Prints a markdown table.
-Latencies are in simulated real time (see stream_mmsa/features/asr_bench.py); the machine is
+Latencies are in simulated real time (see stream_mmsa/bench/asr.py); the machine is
 shared, so compute figures are medians over --runs and the load average is printed with them.
 """
 
@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stream_mmsa.bench.asr import benchmark_espeak, benchmark_streaming_asr
+from stream_mmsa.bench.speech import espeak_available
 from stream_mmsa.features.asr import AsrConfig, load_asr_model
-from stream_mmsa.features.asr_bench import (
-    benchmark_espeak,
-    benchmark_streaming_asr,
-    espeak_available,
-)
 
 MOSI_CLIP = Path(__file__).resolve().parents[2] / "shared/data/media/03bSnISJMiM_1.wav"
 MOSI_TEXT = "anyhow it was really good"

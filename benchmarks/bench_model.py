@@ -16,8 +16,8 @@ import platform
 
 import torch
 
+from stream_mmsa.bench.model import benchmark_fusion, markdown_table
 from stream_mmsa.model import FusionModel, ModelConfig, load_checkpoint
-from stream_mmsa.model.bench import benchmark_fusion, markdown_table
 
 
 def main() -> None:

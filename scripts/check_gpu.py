@@ -90,7 +90,7 @@ async def sample_events(runtime, media: Path) -> tuple[list, object, float]:
 
 
 def event_checks(events: list, summary, seconds: float, media: Path) -> list[Check]:
-    from stream_mmsa.features.asr_bench import wer
+    from stream_mmsa.bench.speech import wer
     from stream_mmsa.windowing import window_count
 
     sentiments = [e for e in events if e.type == "sentiment"]
@@ -136,7 +136,7 @@ def event_checks(events: list, summary, seconds: float, media: Path) -> list[Che
 
 
 def numerics_check(runtime, device: str) -> Check:
-    from stream_mmsa.model.bench import synthetic_batch
+    from stream_mmsa.bench.model import synthetic_batch
 
     fusion = runtime.model.fusion
     batch = synthetic_batch(fusion.config.input_dims, 64, 50, ragged=True)
@@ -153,9 +153,9 @@ def numerics_check(runtime, device: str) -> Check:
 
 
 def throughput_checks(runtime, media: Path, device: str) -> tuple[list[Check], dict]:
+    from stream_mmsa.bench.asr import benchmark_streaming_asr
+    from stream_mmsa.bench.model import benchmark_fusion
     from stream_mmsa.features.asr import AsrConfig
-    from stream_mmsa.features.asr_bench import benchmark_streaming_asr
-    from stream_mmsa.model.bench import benchmark_fusion
 
     rows = benchmark_fusion(runtime.model.fusion, BATCHES, seq_len=50, repeats=50, modes=("gate",))
     rate = {r["batch_size"]: r["windows_per_s"] for r in rows}

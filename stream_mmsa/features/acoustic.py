@@ -173,7 +173,7 @@ class AcousticExtractor(Extractor):
     """Audio chunks in, one 35-d vector per 96 ms step out (layout in the module docstring).
 
     Costs 7-9 ms of compute per second of audio on a busy 2-core machine, the VAD apart
-    (bench_media.benchmark_acoustic), so it runs inline on the event loop for ordinary
+    (bench.acoustic.benchmark_acoustic), so it runs inline on the event loop for ordinary
     chunks and in a thread only when a push brings more than a second of audio. The
     watermark is the end of the last step.
     Speech probabilities come with the chunks from the session's VAD (`AudioChunk.speech`);

@@ -1,92 +1,27 @@
 """`stream-mmsa bench`: every budget of DESIGN.md measured on the bundled sample.
 
-Each stage is timed on its own (model, face, acoustic, ASR) and then the whole
-engine runs the sample at real-time pace, which is where event latency and
-event-loop lag mean something. Figures are medians; the machine load is recorded
-with them because these machines are shared.
+Each stage is timed on its own (model, face, acoustic, ASR; one module each in this
+package) and then the whole engine runs the sample at real-time pace, which is where event
+latency and event-loop lag mean something. Figures are medians; the machine load is
+recorded with them because these machines are shared.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .config import EngineConfig
-from .model.types import MODALITIES
-
-MOSEI_DIMS = {"text": 768, "audio": 74, "vision": 35}
-
-
-def bench_model(threads: int = 1, repeats: int = 100) -> dict:
-    """Fusion + evaluator at MOSEI-sized inputs (T = 50), as the budget is stated."""
-    from .config import Config
-    from .model.bench import benchmark_fusion
-    from .model.fusion import FusionModel
-
-    torch.set_num_threads(threads)
-    config = Config().model.model_copy(update={"input_dims": MOSEI_DIMS})
-    rows = benchmark_fusion(FusionModel(config), (1, 32), seq_len=50, repeats=repeats)
-    return {"threads": threads, "rows": rows}
-
-
-def bench_asr(path: Path) -> dict:
-    from .features.asr_bench import benchmark_streaming_asr
-
-    sidecar = path.with_suffix(".json")
-    reference = None
-    if sidecar.exists():
-        reference = " ".join(s["text"] for s in json.loads(sidecar.read_text())["sentences"])
-    result = benchmark_streaming_asr(path, 0.5, reference=reference, runs=2)
-    return {k: v for k, v in result.items() if not isinstance(v, str) or k.endswith("text")}
-
-
-class LoopLag:
-    """Event-loop lag: how late a 10 ms sleep wakes up, sampled for the whole run."""
-
-    def __init__(self, period: float = 0.01) -> None:
-        self.period = period
-        self.samples: list[float] = []
-
-    async def run(self) -> None:
-        while True:
-            start = time.perf_counter()
-            await asyncio.sleep(self.period)
-            self.samples.append((time.perf_counter() - start - self.period) * 1000)
-
-
-async def bench_engine(path: Path, config: EngineConfig) -> dict:
-    """The sample through the engine at real-time pace: event latency and loop lag."""
-    from .engine import Runtime, Session
-    from .media.sources.file import FileSource
-    from .sinks.group import SinkGroup
-
-    lag = LoopLag()
-    async with Runtime(config) as runtime, SinkGroup([]) as sink:
-        monitor = asyncio.create_task(lag.run())
-        session = Session(runtime, FileSource(path, realtime=True), sink, realtime=True)
-        summary = await session.run()
-        monitor.cancel()
-        model_ms = list(runtime.worker.metrics.model_ms)
-    return {
-        "events": dict(summary.events),
-        "latency_p50_ms": summary.latency(50),
-        "latency_p95_ms": summary.latency(95),
-        "loop_lag_p50_ms": float(np.percentile(lag.samples, 50)),
-        "loop_lag_p99_ms": float(np.percentile(lag.samples, 99)),
-        "model_ms_per_call_median": float(np.median(model_ms)) if model_ms else None,
-        "states": {m: dict(summary.states[m]) for m in MODALITIES},
-    }
+from ..config import EngineConfig
 
 
 def run_bench(path: Path, config: EngineConfig, stages: list[str]) -> dict:
     """Run the chosen stages; returns every figure with the machine's load."""
-    from .features.bench_media import benchmark_acoustic, benchmark_face
+    from .acoustic import benchmark_acoustic
+    from .asr import bench_asr
+    from .engine import bench_engine
+    from .face import benchmark_face
+    from .model import bench_model
 
     results: dict[str, object] = {"sample": str(path), "load_before": os.getloadavg()}
     if "model" in stages:

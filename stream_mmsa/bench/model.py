@@ -1,4 +1,4 @@
-"""Latency and throughput of fusion + evaluator, for `benchmarks/bench_model.py` and the CLI.
+"""Model stage: latency and throughput of fusion + evaluator (CLI and benchmarks/bench_model.py).
 
 Inputs cycle through the six missing patterns and the complete one, starting with
 text missing, so batch 1 measures a window that needs the generators and the evaluator
@@ -13,8 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .fusion import IMAGINE_MODES, FusionModel
-from .types import MODALITIES, MultimodalBatch
+from ..model.fusion import IMAGINE_MODES, FusionModel
+from ..model.types import MODALITIES, MultimodalBatch
+
+MOSEI_DIMS = {"text": 768, "audio": 74, "vision": 35}
 
 PATTERNS: tuple[tuple[bool, bool, bool], ...] = (
     (False, True, True),
@@ -125,3 +127,13 @@ def markdown_table(rows: Sequence[dict[str, float | int | str]]) -> str:
             f"| {r['min_ms']:.2f} | {r['cpu_ms_per_batch']:.2f} | {r['imagined_rate']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def bench_model(threads: int = 1, repeats: int = 100) -> dict:
+    """Fusion + evaluator at MOSEI-sized inputs (T = 50), as the budget is stated."""
+    from ..config import Config
+
+    torch.set_num_threads(threads)
+    config = Config().model.model_copy(update={"input_dims": MOSEI_DIMS})
+    rows = benchmark_fusion(FusionModel(config), (1, 32), seq_len=50, repeats=repeats)
+    return {"threads": threads, "rows": rows}

@@ -10,21 +10,17 @@ when the ASR keeps up, without sleeping through the audio.
 
 from __future__ import annotations
 
+import json
 import os
-import re
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
-import wave
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..media.frames import AUDIO_RATE, AudioChunk
-from .asr import (
+from ..features.asr import (
     AsrConfig,
     TranscriberCore,
     WhisperAsr,
@@ -32,87 +28,10 @@ from .asr import (
     load_asr_model,
     normalize_word,
 )
-from .vad import SileroVad, SpeechTrack
-
-SENTENCES = (
-    "I really loved this movie, it was wonderful.",
-    "The acting was terrible and the story made no sense at all.",
-    "Honestly, the music was beautiful and I enjoyed every minute of it.",
-    "I hated the ending, it was boring and far too long.",
-    "My friends thought it was a great film.",
-    "The dialogue felt awkward and the jokes were not funny.",
-    "Overall, I would happily watch it again with my family.",
-    "But the second half was a complete waste of time.",
-)
-"""Positive and negative sentences for the synthetic clip (about 35 s with the pauses)."""
-
-
-def normalize_text(text: str) -> list[str]:
-    """Words for WER: lower case, punctuation dropped (apostrophes kept)."""
-    return [w for w in (normalize_word(t) for t in re.split(r"[\s\-]+", text)) if w]
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: (substitutions + deletions + insertions) / reference words."""
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
-    return row[-1] / len(ref)
-
-
-def load_audio(path: str | Path) -> np.ndarray:
-    """Any file PyAV reads, as mono float32 at 16 kHz."""
-    from faster_whisper import decode_audio
-
-    return decode_audio(str(path), sampling_rate=AUDIO_RATE)
-
-
-def write_wav(path: str | Path, audio: np.ndarray) -> None:
-    """Mono 16-bit PCM at 16 kHz."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(AUDIO_RATE)
-        out.writeframes(pcm.tobytes())
-
-
-def espeak_available() -> bool:
-    return shutil.which("espeak-ng") is not None
-
-
-def make_espeak_speech(
-    directory: str | Path,
-    sentences: Sequence[str] = SENTENCES,
-    pauses: Sequence[float] = (1.0, 2.0),
-    lead_s: float = 0.5,
-) -> tuple[Path, str]:
-    """Speak `sentences` with espeak-ng, separated by pauses cycling through `pauses`.
-
-    Returns the 16 kHz mono wav and its reference text. Needs Debian's espeak-ng.
-    """
-    if not espeak_available():
-        raise FileNotFoundError("espeak-ng is not installed (apt-get install espeak-ng)")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    pieces = [np.zeros(round(lead_s * AUDIO_RATE), np.float32)]
-    for i, sentence in enumerate(sentences):
-        raw = directory / f"sentence{i}.wav"
-        subprocess.run(["espeak-ng", "-w", str(raw), sentence], check=True, capture_output=True)
-        pieces.append(load_audio(raw))
-        pieces.append(np.zeros(round(pauses[i % len(pauses)] * AUDIO_RATE), np.float32))
-    path = directory / "speech.wav"
-    write_wav(path, np.concatenate(pieces))
-    return path, " ".join(sentences)
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
+from ..features.vad import SileroVad, SpeechTrack
+from ..media.frames import AUDIO_RATE, AudioChunk
+from .common import percentile
+from .speech import load_audio, make_espeak_speech, wer
 
 
 def _stream_once(
@@ -123,7 +42,7 @@ def _stream_once(
     compute_s is wall time inside push/flush (what latency sees); cpu_s is the process's CPU
     time over the pass, all threads, which a busy machine inflates less. The chunks come
     labelled by a VAD beforehand, as in the engine, whose one VAD per session serves ASR and
-    acoustic features alike (`bench_media.benchmark_acoustic` times it): it is not in these.
+    acoustic features alike (`bench.acoustic.benchmark_acoustic` times it): it is not in these.
     """
     core = TranscriberCore(model, config, SileroVad() if config.vad else None)
     step = round(chunk_seconds * AUDIO_RATE)
@@ -228,10 +147,10 @@ def benchmark_streaming_asr(
         "offline_compute_per_audio_s": offline_rtf,
         "stream_over_offline": stream_rtf / offline_rtf if offline_rtf else None,
         "offline_default_compute_per_audio_s": statistics.median(default_times) / duration,
-        "commit_latency_median_s": _percentile(commit, 50),
-        "commit_latency_p95_s": _percentile(commit, 95),
-        "interim_latency_median_s": _percentile(interim, 50),
-        "interim_latency_p95_s": _percentile(interim, 95),
+        "commit_latency_median_s": percentile(commit, 50),
+        "commit_latency_p95_s": percentile(commit, 95),
+        "interim_latency_median_s": percentile(interim, 50),
+        "interim_latency_p95_s": percentile(interim, 95),
         "wer_stream_vs_offline": wer(offline_text, stream_text),
         "wer_stream_vs_reference": wer(reference, stream_text) if reference else None,
         "wer_offline_vs_reference": wer(reference, offline_text) if reference else None,
@@ -253,3 +172,13 @@ def benchmark_espeak(chunk_seconds: float = 0.5, runs: int = 3, **kwargs) -> dic
         )
     result["file"] = "espeak-ng (synthetic, 8 sentences)"
     return result
+
+
+def bench_asr(path: Path) -> dict:
+    """The CLI's ASR stage: two runs on `path`, its sidecar's sentences as the reference."""
+    sidecar = path.with_suffix(".json")
+    reference = None
+    if sidecar.exists():
+        reference = " ".join(s["text"] for s in json.loads(sidecar.read_text())["sentences"])
+    result = benchmark_streaming_asr(path, 0.5, reference=reference, runs=2)
+    return {k: v for k, v in result.items() if not isinstance(v, str) or k.endswith("text")}

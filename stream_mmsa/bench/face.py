@@ -1,0 +1,48 @@
+"""Face stage cost: landmarker and expression classifier per video frame.
+
+Compute only, on every frame of the file decoded beforehand. Wall time is what latency
+sees; CPU time (this process, all threads) is the cost, and moves less when the machine
+is shared, so both are reported with the load average.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..features.expression import resolve_expression_model
+from ..features.face import FaceLandmarks, resolve_face_model
+from ..media.frames import VideoFrame
+from .common import decoded, machine
+
+
+def benchmark_face(path: str | Path, model_path: str | Path | None = None) -> dict:
+    """Face stage ms per frame over every video frame of `path` (median, p95): landmarker and
+    expression classifier together, and the classifier alone on the frames with a face."""
+    frames: list[VideoFrame] = decoded(path, VideoFrame)
+    if not frames:
+        raise ValueError(f"{path} has no video frames")
+    landmarks = FaceLandmarks(resolve_face_model(model_path), resolve_expression_model())
+    try:
+        landmarks(frames[0].image, frames[0].time)  # graph warm-up, not counted
+        costs, cpu, expression = [], [], []
+        for frame in frames[1:]:
+            start = time.process_time()
+            if landmarks(frame.image, frame.time) is not None:
+                expression.append(landmarks.expression.last_ms)
+            cpu.append(1000 * (time.process_time() - start))
+            costs.append(landmarks.last_ms)
+    finally:
+        landmarks.close()
+    return {
+        "frames": len(costs),
+        "face_ratio": round(len(expression) / len(costs), 3),
+        "ms_per_frame_median": round(float(np.median(costs)), 2),
+        "ms_per_frame_p95": round(float(np.percentile(costs, 95)), 2),
+        "cpu_ms_per_frame_median": round(float(np.median(cpu)), 2),
+        "expression_ms_per_face_median": round(float(np.median(expression)), 2),
+        "expression_ms_per_face_p95": round(float(np.percentile(expression, 95)), 2),
+        **machine(),
+    }

