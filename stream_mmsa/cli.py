@@ -150,7 +150,9 @@ def ablation(
         "configs/synthetic.yaml"
     ),
     out: Annotated[Path, typer.Option(help="markdown report")] = Path("docs/ablation.md"),
-    seeds: Annotated[str, typer.Option(help="comma list of training seeds")] = "1111,1112",
+    seeds: Annotated[
+        str, typer.Option(help="comma list of training seeds")
+    ] = "1111,1112,1113,1114,1115",
 ) -> None:
     """Evaluator gate vs always / never imagine vs no prompts on the synthetic benchmark."""
     from .train.ablation import run_ablation

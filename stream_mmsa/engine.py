@@ -48,6 +48,7 @@ from .inference import InferenceRequest, InferenceWorker
 from .media.frames import AudioChunk, Frame, VideoFrame
 from .media.sources.base import Source
 from .model.face_prior import apply_face_prior
+from .model.quality import Recall, quality_signals
 from .model.types import MODALITIES, FusionOutput
 from .sinks.base import Sink
 from .sinks.group import SinkFailed, SinkFailure
@@ -198,6 +199,8 @@ class Session:
         self._losses: dict[str, float] = {}
         self._stopped_streams: set[str] = set()
         self._audio_dropped = 0
+        self._recall: Recall | None = None
+        self._pauses: deque[tuple[float, float]] = deque(maxlen=64)
 
     def stop(self, reason: str) -> None:
         """End the session early but in order: stop reading, analyse what came in, flush."""
@@ -329,6 +332,7 @@ class Session:
         silent = [a for a in update.absent if a[2] == "no speech"]
         if silent:
             self.aligner.update(FeatureUpdate("text", absent=silent, watermark=0.0))
+            self._pauses.extend((start, end) for start, end, _ in silent)
 
     async def _transcribe(self, asr: StreamingTranscriber, audio: asyncio.Queue) -> None:
         while (chunk := await audio.get()) is not None:
@@ -403,11 +407,33 @@ class Session:
             await self._emit(event, ("windows", at))
 
     async def _with_text(self, window: Window) -> Window:
-        """Token states for the window's transcript; no words means no text features."""
+        """Token states for the window's transcript; no words means no text features.
+
+        A window without usable text carries the latest text the session had (recalled:
+        what the evaluator may imagine late text from) and the quality signals saying how
+        old it is and whether a pause has started a new utterance since.
+        """
         if window.states["text"] not in USED_STATES or not window.transcript:
-            return replace(window, features={**window.features, "text": None})
+            recall = self._recall
+            gap = self.runtime.config.window.utterance_gap
+            continues = recall is not None and not any(
+                end - max(start, recall.end) >= gap and end > recall.end
+                for start, end in self._pauses
+            )
+            return replace(
+                window,
+                features={**window.features, "text": None},
+                recalled=None if recall is None else recall.states,
+                quality=quality_signals(0, window.end, recall, continues),
+            )
         states = await self.runtime.encode_text(window.transcript)
-        return replace(window, features={**window.features, "text": states})
+        words = len(window.transcript.split())
+        self._recall = Recall(states, window.end, words)
+        return replace(
+            window,
+            features={**window.features, "text": states},
+            quality=quality_signals(words, window.end, None, False),
+        )
 
     async def _status(self, window: Window, modality: str) -> None:
         state, reason = window.states[modality], window.reasons.get(modality, "")

@@ -116,13 +116,38 @@ def stack_windows(batches: Sequence[MultimodalBatch]) -> MultimodalBatch:
         features[m], masks[m] = x, mask
     labels = [b.labels for b in batches]
     ids = [b.ids for b in batches]
+    recalled, recalled_mask = _stack_recalled(batches, features["text"])
+    quality = [b.quality for b in batches]
     return MultimodalBatch(
         features=features,
         masks=masks,
         present=torch.cat([b.present for b in batches]),
         labels=None if any(lab is None for lab in labels) else torch.cat(labels),
         ids=None if any(i is None for i in ids) else [x for i in ids for x in i],
+        recalled=recalled,
+        recalled_mask=recalled_mask,
+        quality=None if any(q is None for q in quality) else torch.cat(quality),
     )
+
+
+def _stack_recalled(
+    batches: Sequence[MultimodalBatch], text: Tensor
+) -> tuple[Tensor | None, Tensor | None]:
+    """The batches' recalled text padded to the longest; None when no batch has any."""
+    if all(b.recalled is None or b.recalled_mask is None for b in batches):
+        return None, None
+    longest = max(1, *(b.recalled.shape[1] for b in batches if b.recalled is not None))
+    x = text.new_zeros(len(text), longest, text.shape[-1])
+    mask = torch.zeros(len(text), longest, dtype=torch.bool, device=text.device)
+    row = 0
+    for b in batches:
+        n = b.batch_size
+        if b.recalled is not None and b.recalled_mask is not None:
+            t = b.recalled.shape[1]
+            x[row : row + n, :t] = b.recalled
+            mask[row : row + n, :t] = b.recalled_mask
+        row += n
+    return x, mask
 
 
 def split_output(output: FusionOutput, count: int) -> list[FusionOutput]:

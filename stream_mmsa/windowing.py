@@ -117,6 +117,8 @@ class Window:
     features[m] is (T, D) float32 in time order, or None when no vector fell inside.
     extras[m] stacks the `extra` of those vectors that carry one (vision: expression
     probabilities, (T', 7)), or None; it never reaches the model.
+    recalled: the session's latest earlier text states, when this window's text is not
+    used (what late text is imagined from); quality: the evaluator's signals (model.types).
     wall_end: monotonic time (time.monotonic) the window ended on the wall clock (live)
     or became ready (watermark mode); event latency is measured from it.
     deadline: monotonic time by which it had to close.
@@ -133,6 +135,8 @@ class Window:
     wall_end: float
     deadline: float
     extras: dict[str, np.ndarray | None] = field(default_factory=dict)
+    recalled: np.ndarray | None = None
+    quality: np.ndarray | None = None
 
     def to_batch(self, dims: Mapping[str, int]) -> MultimodalBatch:
         """This window as a batch of one; late or missing modalities are masked out.
@@ -153,11 +157,18 @@ class Window:
                 features[m] = torch.zeros(1, 1, dims[m])
                 masks[m] = torch.zeros(1, 1, dtype=torch.bool)
             present.append(used)
+        recalled = recalled_mask = None
+        if self.recalled is not None:
+            recalled = torch.from_numpy(self.recalled).unsqueeze(0)
+            recalled_mask = torch.ones(1, len(self.recalled), dtype=torch.bool)
         return MultimodalBatch(
             features=features,
             masks=masks,
             present=torch.tensor([present]),
             ids=[f"{self.session}:{self.index}"],
+            recalled=recalled,
+            recalled_mask=recalled_mask,
+            quality=None if self.quality is None else torch.from_numpy(self.quality)[None],
         )
 
 

@@ -2,19 +2,21 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import LossWeights, ModelConfig
-from .evaluator import ThresholdCalibration, calibrate_thresholds
+from .evaluator import EvaluatorFit, ThresholdCalibration, fit_evaluator, score_decisions
 from .fusion import FusionModel
 from .types import MODALITIES, FusionOutput, MultimodalBatch
 
 __all__ = [
     "MODALITIES",
+    "EvaluatorFit",
     "FusionModel",
     "FusionOutput",
     "LossWeights",
     "ModelConfig",
     "MultimodalBatch",
     "ThresholdCalibration",
-    "calibrate_thresholds",
+    "fit_evaluator",
     "load_checkpoint",
     "save_checkpoint",
+    "score_decisions",
 ]

@@ -7,6 +7,8 @@ strings, numbers, tensors): train config, label scale, metrics, model-card text.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from .config import ModelConfig
 from .fusion import FusionModel
 
 FORMAT = "stream_mmsa.fusion/1"
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(
@@ -44,5 +47,27 @@ def load_checkpoint(
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint")
     model = FusionModel(ModelConfig.model_validate(blob["config"]))
-    model.load_state_dict(blob["state_dict"])
+    model.load_state_dict(_upgrade(blob["state_dict"], model, path))
     return model.to(map_location).eval(), blob["extra"]
+
+
+def _upgrade(state: dict[str, Any], model: FusionModel, path: str | Path) -> dict[str, Any]:
+    """Weights saved before evaluate-then-generate, made loadable.
+
+    Their evaluator read imagined features, which no longer exist before it runs: it is
+    left fresh and its gate closed (τ = +inf, never imagine) until `fit_evaluator` runs.
+    Their multi-level prompt connection had a last level that never reached the output.
+    """
+    own = model.state_dict()
+    evaluator = [k for k in own if k.startswith("evaluator.")]
+    if any(k not in state or state[k].shape != own[k].shape for k in evaluator):
+        log.warning("%s: evaluator from an older format; its gate stays closed", path)
+        state = {k: v for k, v in state.items() if not k.startswith("evaluator.")}
+        state |= {k: own[k] for k in evaluator}
+        state["tau"] = torch.full_like(own["tau"], math.inf)
+    alpha = "prompts.alpha"
+    if alpha in state and alpha in own and state[alpha].shape != own[alpha].shape:
+        state[alpha] = state[alpha][: own[alpha].shape[0]]
+    if alpha in state and alpha not in own:
+        state = {k: v for k, v in state.items() if k != alpha}
+    return state

@@ -77,15 +77,8 @@ class LossWeights(BaseModel):
     rnc_temperature: float = Field(2.0, gt=0.0)
     disentangle: float = Field(0.1, ge=0.0, description="prompt similarity + difference")
     imagine_recon: float = Field(0.5, ge=0.0, description="imagined vs real pooled features")
-    evaluator: float = Field(1.0, ge=0.0, description="gain regression of the evaluator")
     mi_critic: float = Field(0.1, ge=0.0, description="InfoNCE of the MI critic")
     confidence: float = Field(0.1, ge=0.0, description="Laplace NLL of the confidence head")
-    gain_label_mix: float = Field(
-        1.0,
-        ge=0.0,
-        le=1.0,
-        description="evaluator target y* = mix*label + (1-mix)*teacher; 1 measured best",
-    )
     imagine_prob: float = Field(
         0.5, ge=0.0, le=1.0, description="chance a missing modality is imagined in training"
     )

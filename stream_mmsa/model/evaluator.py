@@ -1,11 +1,17 @@
-"""The missing-modality evaluator and the calibration of its gate.
+"""The missing-modality evaluator: judge first, then generate only what pays.
 
-For every sample and every missing modality m the evaluator predicts the gain of feeding
-the imagined m over adapting without it: gain = |ŷ_skip − y*| − |ŷ_imagine_m − y*|, where
-y* is a pseudo label from the complete flow (no label exists at inference). Its inputs are
-what is known before fusion: pooled features of the available modalities, a summary of
-the imagined m and the availability pattern. The model imagines m iff gain > τ[p, m],
-with a threshold per availability pattern p and modality m, calibrated on validation.
+For every sample and every missing modality m the evaluator scores whether imagining m
+beats adapting without it. It runs *before* any generator, on what is already there:
+pooled features of the available modalities, the availability pattern, a summary of the
+recalled text (a live session's most recent earlier words, what late text is imagined
+from) and the quality signals (`QUALITY_SIGNALS`). The model imagines m iff its score
+exceeds τ[p, m], a threshold per availability pattern p and modality m.
+
+The evaluator is trained apart from the backbone (`fit_evaluator`): on held-out samples
+(data the frozen backbone was not fitted on), every combination of imagined modalities
+is scored once, and the evaluator learns the decision itself, by minimising the expected
+error of its gated mixture, not by regressing noisy per-sample error differences. Its
+score is therefore a log-odds that imagining lowers the error (> 0: imagine).
 """
 
 from __future__ import annotations
@@ -13,23 +19,43 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
 from .prompts import N_PATTERNS, pattern_index
-from .types import MODALITIES, MultimodalBatch
+from .types import MODALITIES, QUALITY_SIGNALS, MultimodalBatch
 
 if TYPE_CHECKING:
     from .fusion import FusionModel
 
+SUBSETS = torch.tensor([[(s >> j) & 1 for j in range(3)] for s in range(8)], dtype=torch.bool)
+"""(8, 3): every combination of imagined modalities; row s imagines modality j iff bit j."""
+
+
+@dataclass
+class EvaluatorInputs:
+    """What the evaluator reads, all known before any generator runs (detached).
+
+    available (B, 3, d) pooled real features (0 where missing); recalled (B, d) pooled
+    recalled text (0 when none); quality (B, Q); pattern (B,) availability index.
+    """
+
+    available: Tensor
+    recalled: Tensor
+    quality: Tensor
+    pattern: Tensor
+
+    def rows(self, index: Tensor) -> EvaluatorInputs:
+        return EvaluatorInputs(*(x[index] for x in asdict(self).values()))
+
 
 class MissingModalityEvaluator(nn.Module):
-    """Gain head shared by the three modalities; a per-modality bias tells them apart.
+    """Decision head shared by the three modalities; a per-modality embedding tells them apart.
 
-    Split into a per-sample part (available features, pattern) and a per-modality part
-    (imagined summary), summed before the non-linearity, so (B, 3) gains cost two matmuls.
+    A per-sample context (available features, recalled text, quality, pattern) plus the
+    modality embedding, through a two-layer MLP: (B, 3) scores cost three small matmuls.
     """
 
     def __init__(self, d: int, hidden: int) -> None:
@@ -37,21 +63,31 @@ class MissingModalityEvaluator(nn.Module):
         m = len(MODALITIES)
         self.pattern = nn.Embedding(N_PATTERNS, hidden)
         self.context = nn.Linear(m * d, hidden)
-        self.imagined = nn.Linear(d, hidden)
-        self.modality = nn.Parameter(torch.zeros(m, hidden))
-        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.recalled = nn.Linear(d, hidden)
+        self.quality = nn.Linear(len(QUALITY_SIGNALS), hidden)
+        self.modality = nn.Parameter(torch.randn(m, hidden) * 0.1)
+        self.head = nn.Sequential(
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, 1),
+        )
 
-    def forward(self, available: Tensor, imagined: Tensor, pattern: Tensor) -> Tensor:
-        """available (B, 3, d) pooled real features, 0 where missing; imagined (B, 3, d)
-        summaries; pattern (B,) -> predicted gain (B, 3)."""
-        ctx = self.context(available.flatten(1)) + self.pattern(pattern)
-        h = ctx[:, None, :] + self.imagined(imagined) + self.modality
-        return self.head(h).squeeze(-1)
+    def forward(self, x: EvaluatorInputs) -> Tensor:
+        """-> (B, 3) log-odds that imagining each modality lowers the error."""
+        ctx = (
+            self.context(x.available.flatten(1))
+            + self.recalled(x.recalled)
+            + self.quality(x.quality)
+            + self.pattern(x.pattern)
+        )
+        return self.head(ctx[:, None, :] + self.modality).squeeze(-1)
 
 
 @dataclass
 class ThresholdCalibration:
-    """Outcome of `calibrate_thresholds`: τ (pattern, modality) and the validation MAE it buys.
+    """Outcome of `search_thresholds`: τ (pattern, modality) and the held-out MAE it buys.
 
     per_pattern maps each calibrated pattern index to its validation MAE under τ = 0,
     always, never and the calibrated row, and its sample count.
@@ -119,48 +155,205 @@ def _calibrate_pattern(
     return tau, {**means, "calibrated": float(best.mean())}
 
 
-@torch.inference_mode()
-def calibrate_thresholds(
-    model: FusionModel,
-    batches: Iterable[MultimodalBatch],
-    candidates: int = 41,
-    rounds: int = 4,
-    min_z: float = 2.0,
-) -> ThresholdCalibration:
-    """Pick the gate's τ (N_PATTERNS, 3) on labelled, protocol-applied validation batches.
+@dataclass
+class Decisions:
+    """Held-out samples scored under every decision: what the evaluator is fitted and judged on.
 
-    Sets model.tau. Every subset of imagined modalities is scored once per batch, so the
-    search itself is cheap. Patterns are disjoint sets of samples, so each pattern's row
-    is searched on its own samples (`_calibrate_pattern`): per pattern, the result is
-    never worse on these batches than always or never imagine, and a threshold in
-    between (τ = 0 included) must beat that by min_z standard errors. Patterns absent
-    from the batches keep their current row.
+    pred (N, 8) score per imagined subset (row s of SUBSETS), label (N,), teacher (N,) the
+    complete flow's score (the pseudo label), missing (N, 3) bool, ids (N,) sample ids.
+    """
+
+    inputs: EvaluatorInputs
+    pred: Tensor
+    label: Tensor
+    teacher: Tensor
+    missing: Tensor
+    ids: list[str]
+
+    def rows(self, index: Tensor) -> Decisions:
+        keep = index.tolist() if index.dtype != torch.bool else index.nonzero().flatten().tolist()
+        return Decisions(
+            self.inputs.rows(index),
+            self.pred[index],
+            self.label[index],
+            self.teacher[index],
+            self.missing[index],
+            [self.ids[i] for i in keep],
+        )
+
+    def errors(self, imagined: Tensor, target: Tensor | None = None) -> Tensor:
+        """(N,) |error| when exactly the modalities in imagined (N, 3) are imagined."""
+        subset = ((imagined & self.missing).long() * torch.tensor([1, 2, 4])).sum(-1)
+        chosen = self.pred.gather(1, subset[:, None]).squeeze(1)
+        return (chosen - (self.label if target is None else target)).abs()
+
+    def oracle(self) -> Tensor:
+        """(N,) |error| of the best decision per sample: the ceiling any gate can reach."""
+        allowed = ~(SUBSETS[None] & ~self.missing[:, None, :]).any(-1)
+        error = (self.pred - self.label[:, None]).abs()
+        return error.masked_fill(~allowed, math.inf).min(1).values
+
+
+def _cat_decisions(parts: list[Decisions]) -> Decisions:
+    inputs = EvaluatorInputs(
+        *(torch.cat([getattr(p.inputs, k) for p in parts]) for k in asdict(parts[0].inputs))
+    )
+    return Decisions(
+        inputs,
+        torch.cat([p.pred for p in parts]),
+        torch.cat([p.label for p in parts]),
+        torch.cat([p.teacher for p in parts]),
+        torch.cat([p.missing for p in parts]),
+        [i for p in parts for i in p.ids],
+    )
+
+
+@torch.inference_mode()
+def score_decisions(
+    model: FusionModel, pairs: Iterable[tuple[MultimodalBatch, MultimodalBatch]]
+) -> Decisions:
+    """Score (complete, missing) batch pairs of the same labelled samples under all 8
+    decisions. Batches must already be in the fusion model's input space (text top applied).
     """
     was_training = model.training
     model.eval()
     device = model.tau.device
-    subsets = torch.tensor([[(s >> j) & 1 for j in range(3)] for s in range(8)], dtype=torch.bool)
-    preds, labels, gains, missing = [], [], [], []
-    for batch in batches:
-        if batch.labels is None:
-            raise ValueError("calibrate_thresholds needs labelled batches")
-        batch = batch.to(device)
-        n = batch.batch_size
-        gain = model(batch, imagine="gate").gain
-        masks = subsets.to(device).repeat_interleave(n, 0)
-        out = model.run(repeat_batch(batch, 8), imagine_mask=masks)
-        preds.append(out.score.view(8, n).T.float().cpu())
-        labels.append(batch.labels.float().cpu())
-        gains.append(gain.float().cpu())
-        missing.append((~batch.present.bool()).cpu())
+    parts = []
+    for complete, missing in pairs:
+        if complete.labels is None:
+            raise ValueError("score_decisions needs labelled batches")
+        complete, missing = complete.to(device), missing.to(device)
+        n = missing.batch_size
+        teacher = model(complete, imagine="never").score
+        masks = SUBSETS.to(device).repeat_interleave(n, 0)
+        pred = model.run(repeat_batch(missing, 8), imagine_mask=masks).score.view(8, n).T
+        inputs = model.evaluator_inputs(missing)
+        parts.append(
+            Decisions(
+                EvaluatorInputs(
+                    inputs.available.float().cpu(),
+                    inputs.recalled.float().cpu(),
+                    inputs.quality.float().cpu(),
+                    inputs.pattern.cpu(),
+                ),
+                pred.float().cpu(),
+                complete.labels.float().cpu(),
+                teacher.float().cpu(),
+                (~missing.present.bool()).cpu(),
+                list(missing.ids or [""] * n),
+            )
+        )
     model.train(was_training)
-    if not preds:
-        raise ValueError("calibrate_thresholds got no batches")
-    pred, label, gain, miss = (torch.cat(x) for x in (preds, labels, gains, missing))
+    if not parts:
+        raise ValueError("score_decisions got no batches")
+    return _cat_decisions(parts)
+
+
+def expected_error(gain: Tensor, error: Tensor, missing: Tensor) -> Tensor:
+    """(N,) error of the gated mixture: Σ_s P(s) |ŷ_s − y*| with P(imagine m) = σ(gain_m)
+    for missing m and 0 for present m. error (N, 8) per subset of SUBSETS."""
+    p = torch.sigmoid(gain) * missing
+    bits = SUBSETS.to(p)
+    probs = (bits * p[:, None, :] + (1 - bits) * (1 - p[:, None, :])).prod(-1)
+    return (probs * error).sum(1)
+
+
+Target = Literal["label", "teacher"]
+
+
+@dataclass
+class EvaluatorFit:
+    """Outcome of `fit_evaluator`: the target it learned, its loss and the τ it chose."""
+
+    target: str
+    samples: int
+    steps: int
+    expected_error_start: float
+    expected_error_end: float
+    calibration: ThresholdCalibration
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def fit_evaluator(
+    model: FusionModel,
+    data: Decisions,
+    target: Target = "label",
+    steps: int = 600,
+    lr: float = 3e-3,
+    seed: int = 0,
+    min_z: float = 2.0,
+) -> EvaluatorFit:
+    """Train a fresh evaluator on held-out `data` scored by the frozen `model`, then its τ.
+
+    The loss is the decision's own: the expected error of the gated mixture against y*
+    (the label, or the complete flow's prediction with target="teacher"). A seeded 20 %
+    of the samples stops training early. τ per pattern then comes from `search_thresholds`
+    on the labels: per pattern never worse on `data` than always or never imagine.
+    """
+    rows = data.missing.any(1)
+    if not bool(rows.any()):
+        raise ValueError("fit_evaluator needs samples with a missing modality")
+    fit = data.rows(rows)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(fit.label), generator=generator)
+    cut = max(1, len(order) // 5)
+    train, stop = fit.rows(order[cut:]), fit.rows(order[:cut])
+    y = {"label": lambda d: d.label, "teacher": lambda d: d.teacher}[target]
+    error = {k: (d.pred - y(d)[:, None]).abs() for k, d in (("train", train), ("stop", stop))}
+    torch.manual_seed(seed)
+    old = model.evaluator
+    fresh = MissingModalityEvaluator(
+        old.context.in_features // len(MODALITIES), old.head[-1].in_features
+    )
+    optimizer = torch.optim.AdamW(fresh.parameters(), lr=lr, weight_decay=1e-3)
+
+    def loss(d: Decisions, e: Tensor) -> Tensor:
+        return expected_error(fresh(d.inputs), e, d.missing).mean()
+
+    with torch.no_grad():
+        start = float(loss(fit, (fit.pred - y(fit)[:, None]).abs()))
+    best, best_state, step = math.inf, None, 0
+    for step in range(1, steps + 1):
+        fresh.train()
+        value = loss(train, error["train"])
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+        if step % 10 == 0:
+            fresh.eval()
+            with torch.no_grad():
+                held = float(loss(stop, error["stop"]))
+            if held < best - 1e-6:
+                best, best_state = held, {k: v.clone() for k, v in fresh.state_dict().items()}
+    if best_state is not None:
+        fresh.load_state_dict(best_state)
+    fresh.eval()
+    with torch.no_grad():
+        end = float(loss(fit, (fit.pred - y(fit)[:, None]).abs()))
+        gain = fresh(fit.inputs)
+    old.load_state_dict(fresh.state_dict())
     tau = model.tau.detach().float().cpu()
-    result = search_thresholds(pred, label, gain, miss, tau, candidates, rounds, min_z)
-    model.tau.copy_(torch.tensor(result.tau).to(model.tau))
-    return result
+    calibration = search_thresholds(fit.pred, fit.label, gain, fit.missing, tau, min_z=min_z)
+    model.tau.copy_(torch.tensor(calibration.tau).to(model.tau))
+    return EvaluatorFit(target, len(fit.label), step, start, end, calibration)
+
+
+@torch.no_grad()
+def predicted_gain(model: FusionModel, data: Decisions) -> Tensor:
+    """(N, 3) the model's evaluator scores on scored samples (0 where present)."""
+    model.evaluator.eval()
+    device = model.tau.device
+    inputs = EvaluatorInputs(*(x.to(device) for x in asdict(data.inputs).values()))
+    return model.evaluator(inputs).float().cpu().masked_fill(~data.missing, 0.0)
+
+
+def gate_decisions(model: FusionModel, data: Decisions) -> Tensor:
+    """(N, 3) bool: what the model's gate imagines on scored samples."""
+    gain = predicted_gain(model, data)
+    tau = model.tau.detach().float().cpu()[data.inputs.pattern.long()]
+    return data.missing & (gain > tau)
 
 
 def search_thresholds(
@@ -173,7 +366,7 @@ def search_thresholds(
     rounds: int = 4,
     min_z: float = 2.0,
 ) -> ThresholdCalibration:
-    """The search behind `calibrate_thresholds`, on scored samples.
+    """τ per availability pattern from scored samples (see `_calibrate_pattern`).
 
     pred (N, 8) score per imagined subset (bit j = modality j), label (N,), gain (N, 3),
     missing (N, 3) bool, tau (N_PATTERNS, 3) the current rows, kept for absent patterns.
@@ -196,9 +389,16 @@ def search_thresholds(
 
 def repeat_batch(batch: MultimodalBatch, times: int) -> MultimodalBatch:
     """The batch stacked `times` times along the batch axis (for scoring decision variants)."""
+
+    def rep(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.repeat(times, *([1] * (x.dim() - 1)))
+
     return MultimodalBatch(
-        features={m: x.repeat(times, *([1] * (x.dim() - 1))) for m, x in batch.features.items()},
-        masks={m: x.repeat(times, 1) for m, x in batch.masks.items()},
-        present=batch.present.repeat(times, 1),
-        labels=None if batch.labels is None else batch.labels.repeat(times),
+        features={m: rep(x) for m, x in batch.features.items()},
+        masks={m: rep(x) for m, x in batch.masks.items()},
+        present=rep(batch.present),
+        labels=rep(batch.labels),
+        recalled=rep(batch.recalled),
+        recalled_mask=rep(batch.recalled_mask),
+        quality=rep(batch.quality),
     )

@@ -4,18 +4,22 @@ Flow for one batch (every step batched over samples, modalities and pairs):
 
 1. encode   per-modality linear projection to d, layer norm, sinusoidal positions;
             missing modalities and masked elements are replaced by zeros *before* the
-            projection, so whatever they hold can never reach the output.
-2. imagine  generators produce each modality from the available others (imagination.py).
-3. evaluate the evaluator predicts, for every missing modality, the gain of imagining it;
-            the gate imagines m iff gain > τ[pattern, m], one threshold per availability
-            pattern and modality (evaluator.py).
+            projection, so whatever they hold can never reach the output. The recalled
+            text (a live session's latest earlier words) goes through the text encoder.
+2. evaluate before anything is generated, the evaluator scores, for every missing
+            modality, whether imagining it pays, from the available features, the recalled
+            text and the quality signals; the gate imagines m iff gain > τ[pattern, m],
+            one threshold per availability pattern and modality (evaluator.py).
+3. imagine  only what the gate chose: imagined text is the recalled text where there is
+            one; everything else comes from the generators, which run on the samples
+            that need them only (imagination.py).
 4. streams  per modality: [null, private prompt, missing-type prompt, real tokens,
             imagined tokens]; a modality neither present nor imagined keeps only the
             prefix and is "skipped": its stream weight is 0.
 5. cross    six ordered-pair cross-modal blocks in one grouped call; the two updates a
             target receives are mixed by a softmax over their MI estimates.
 6. self     a self-attention stack per target; the shared prompt is added back to the
-            prompt slots after every layer with a learned α_k (multi-level connection).
+            prompt slots between layers with a learned α_k (multi-level connection).
 7. readout  masked mean over data tokens; softmax stream weights from the MI estimates
             plus learned per-modality and imagined-stream biases (skipped streams get 0);
             residual MLP head -> score in [-3, 3]; a Laplace scale head -> confidence.
@@ -30,12 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import LossWeights, ModelConfig
-from .evaluator import MissingModalityEvaluator
+from .evaluator import EvaluatorInputs, MissingModalityEvaluator
 from .imagination import Imagination
 from .layers import GroupedBlock, Positions, additive_mask, masked_mean, masked_softmax
 from .losses import compute_training_losses
 from .prompts import N_PATTERNS, PromptBank, pattern_index
-from .types import MODALITIES, FusionOutput, MultimodalBatch
+from .types import MODALITIES, QUALITY_SIGNALS, FusionOutput, MultimodalBatch
 from .weighting import PAIR_SOURCE, PAIR_TARGET, StreamWeighting
 
 ImagineMode = Literal["gate", "always", "never"]
@@ -57,7 +61,9 @@ class FusionModel(nn.Module):
         self.encoder_bias = nn.Parameter(torch.randn(m, 1, 1, d) * 0.1)
         self.positions = Positions(d)
         self.null = nn.Parameter(torch.randn(m, 1, d) * 0.1)
-        levels = cfg.self_layers if cfg.multilevel_prompts else 0
+        # The shared prompt re-joins between self-attention layers: after the last one no
+        # layer reads the prompt slots, so a level there could never reach the output.
+        levels = cfg.self_layers - 1 if cfg.multilevel_prompts else 0
         self.prompts = PromptBank(d, cfg.prompt_len, levels) if cfg.use_prompts else None
         self.imagination = Imagination(d, cfg.heads, cfg.imagine_len, ff, cfg.dropout)
         self.evaluator = MissingModalityEvaluator(d, cfg.evaluator_hidden)
@@ -96,7 +102,7 @@ class FusionModel(nn.Module):
         """Score a batch. imagine: "gate" (evaluator decides), "always" or "never" (ablations).
 
         For inference wrap the call in torch.inference_mode() and put the model in eval().
-        In "never" mode the generators and evaluator do not run and every gain is 0.
+        In "never" mode the generators do not run; gains are still reported.
         """
         if imagine not in IMAGINE_MODES:
             raise ValueError(f"imagine must be one of {IMAGINE_MODES}, got {imagine!r}")
@@ -116,14 +122,25 @@ class FusionModel(nn.Module):
         targets of the complete flow). aux is filled in training mode only.
         """
         present = batch.present.bool()
-        tokens, valid, pooled = self._encode(batch, present)
+        tokens, valid, pooled, recall, recall_valid = self._encode(batch, present)
         pattern = pattern_index(present)
-        imagined_tokens, gain, imagined = self._evaluate(
-            tokens, valid, pooled, present, pattern, mode, imagine_mask, generators
-        )
-        x, keep, data = self._streams(tokens, valid, imagined_tokens, imagined, pattern)
+        inputs = self._inputs(batch, pooled, pattern)
+        gain, imagined = self._decide(inputs, ~present, mode, imagine_mask)
+        # Imagined text is the recalled text where the session has some: it becomes the
+        # window's text (the prompts then see text as there); the rest is generated.
+        recalled = imagined[:, 0] & recall_valid.any(1)
+        if bool(recalled.any()):
+            text = torch.where(recalled[:, None, None], recall, tokens[0])
+            tokens = torch.cat([text[None], tokens[1:]])
+            valid = torch.cat(
+                [torch.where(recalled[:, None], recall_valid, valid[0])[None], valid[1:]]
+            )
+            pattern = pattern_index(present | F.pad(recalled[:, None], (0, 2)))
+        generated = imagined & ~F.pad(recalled[:, None], (0, 2))
+        imagined_tokens = self._generate(tokens, valid, generated, generators)
+        x, keep, data = self._streams(tokens, valid, imagined_tokens, generated, pattern)
         used = (present | imagined).T
-        z, weights, cross_aux = self._cross_modal(x, keep, data, used, imagined.T)
+        z, weights, cross_aux = self._cross_modal(x, keep, data, used, generated.T)
         streams = self._self_attend(z, keep, data)
         fused = (weights[..., None] * streams).sum(0)
         hidden = fused + self.head(fused)
@@ -140,7 +157,7 @@ class FusionModel(nn.Module):
         aux: dict[str, Tensor] = {}
         if self.training:
             aux = {
-                "pooled": pooled,
+                "pooled": pooled[:, :3],
                 "fused": fused,
                 "streams": streams.transpose(0, 1),
                 "used": used.T,
@@ -149,6 +166,7 @@ class FusionModel(nn.Module):
             }
             if imagined_tokens is not None:
                 aux["imagined_summary"] = imagined_tokens.mean(2).transpose(0, 1)
+                aux["generated"] = generated
         return FusionOutput(
             score=score,
             confidence=1.0 / (1.0 + scale),
@@ -158,68 +176,102 @@ class FusionModel(nn.Module):
             aux=aux,
         )
 
-    def _encode(self, batch: MultimodalBatch, present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """-> tokens (3, B, T, d) with positions, valid (3, B, T), pooled (B, 3, d) without."""
-        length = max(batch.features[k].shape[1] for k in MODALITIES)
+    def evaluator_inputs(self, batch: MultimodalBatch) -> EvaluatorInputs:
+        """What the evaluator reads for this batch (detached), without running the model."""
+        present = batch.present.bool()
+        pooled = self._encode(batch, present)[2]
+        return self._inputs(batch, pooled, pattern_index(present))
+
+    def _encode(
+        self, batch: MultimodalBatch, present: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """-> tokens (3, B, T, d) with positions, valid (3, B, T), pooled (B, 4, d) without
+        (the three modalities, then the recalled text), and the recalled text as text
+        tokens (B, T, d) with positions and its valid (B, T)."""
+        b = batch.batch_size
+        if batch.recalled is None or batch.recalled_mask is None:
+            recalled = batch.features["text"].new_zeros(b, 1, batch.features["text"].shape[2])
+            recalled_valid = torch.zeros(b, 1, dtype=torch.bool, device=recalled.device)
+        else:
+            recalled, recalled_valid = batch.recalled, batch.recalled_mask.bool()
+        inputs = [
+            (self.encoders[j], batch.features[k], batch.masks[k].bool() & present[:, j : j + 1])
+            for j, k in enumerate(MODALITIES)
+        ] + [(self.encoders[0], recalled, recalled_valid)]
+        length = max(x.shape[1] for _, x, _ in inputs)
         encoded, valids = [], []
-        for j, k in enumerate(MODALITIES):
-            valid = batch.masks[k].bool() & present[:, j : j + 1]
-            e = self.encoders[j](torch.where(valid[..., None], batch.features[k], 0.0))
+        for encoder, x, valid in inputs:
+            e = encoder(torch.where(valid[..., None], x, 0.0))
             pad = length - e.shape[1]
             if pad:
                 e = F.pad(e, (0, 0, 0, pad))
                 valid = F.pad(valid, (0, pad))
             encoded.append(e)
             valids.append(valid)
-        e = torch.stack(encoded)
+        e = F.layer_norm(torch.stack(encoded), (self.config.d_model,))
+        gain, bias = self.encoder_gain, self.encoder_bias
+        e = e * torch.cat([gain, gain[:1]]) + torch.cat([bias, bias[:1]])
         valid = torch.stack(valids)
-        e = F.layer_norm(e, (self.config.d_model,)) * self.encoder_gain + self.encoder_bias
         pooled = masked_mean(e, valid).transpose(0, 1)
-        return e + self.positions(length), valid, pooled
+        e = e + self.positions(length)
+        return e[:3], valid[:3], pooled, e[3], valid[3]
 
-    def _evaluate(
+    def _inputs(self, batch: MultimodalBatch, pooled: Tensor, pattern: Tensor) -> EvaluatorInputs:
+        """Detached: the evaluator is trained apart and must not bend what it judges."""
+        quality = batch.quality
+        if quality is None:
+            quality = pooled.new_zeros(batch.batch_size, len(QUALITY_SIGNALS))
+        pooled = pooled.detach()
+        return EvaluatorInputs(pooled[:, :3], pooled[:, 3], quality.to(pooled), pattern)
+
+    def _decide(
         self,
-        tokens: Tensor,
-        valid: Tensor,
-        pooled: Tensor,
-        present: Tensor,
-        pattern: Tensor,
+        inputs: EvaluatorInputs,
+        missing: Tensor,
         mode: ImagineMode,
         imagine_mask: Tensor | None,
-        generators: bool,
-    ) -> tuple[Tensor | None, Tensor, Tensor]:
-        """Imagine, then decide: -> imagined tokens (3, B, L, d) or None, gain, imagined (B, 3).
+    ) -> tuple[Tensor, Tensor]:
+        """-> gain (B, 3) (0 where present), imagined (B, 3) bool: judged before generating.
 
-        Generators and evaluator run only when some sample lacks a modality (or when asked),
-        so complete batches and "never" pay nothing for them. The evaluator sees detached
-        inputs: its regression must not bend the representations it judges.
+        The evaluator runs only when some sample lacks a modality, so complete batches pay
+        nothing for it.
         """
-        missing = ~present
-        any_missing = bool(missing.any())
-        gain = tokens.new_zeros(present.shape)
-        imagined_tokens = None
-        if generators or (any_missing and (imagine_mask is not None or mode != "never")):
-            imagined_tokens = self.imagination(tokens, valid)
-            if any_missing:
-                summary = imagined_tokens.mean(2).transpose(0, 1)
-                gain = self.evaluator(pooled.detach(), summary.detach(), pattern)
-                gain = gain.masked_fill(present, 0.0)
+        gain = inputs.available.new_zeros(missing.shape)
+        if bool(missing.any()):
+            gain = self.evaluator(inputs).masked_fill(~missing, 0.0)
         if imagine_mask is not None:
             imagined = missing & imagine_mask.bool()
         elif mode == "always":
             imagined = missing
         elif mode == "gate":
-            imagined = missing & (gain > self.tau[pattern])
+            imagined = missing & (gain > self.tau[inputs.pattern])
         else:
             imagined = torch.zeros_like(missing)
-        return imagined_tokens, gain, imagined
+        return gain, imagined
+
+    def _generate(
+        self, tokens: Tensor, valid: Tensor, generated: Tensor, every: bool
+    ) -> Tensor | None:
+        """Imagined tokens (3, B, L, d), computed only for samples with something to generate
+        (all of them with every=True: reconstruction targets); None when none has."""
+        rows = generated.any(1)
+        if every:
+            rows = torch.ones_like(rows)
+        if not bool(rows.any()):
+            return None
+        if bool(rows.all()):
+            return self.imagination(tokens, valid)
+        index = rows.nonzero().flatten()
+        part = self.imagination(tokens[:, index], valid[:, index])
+        out = part.new_zeros(part.shape[0], rows.shape[0], *part.shape[2:])
+        return out.index_copy(1, index, part)
 
     def _streams(
         self,
         tokens: Tensor,
         valid: Tensor,
         imagined_tokens: Tensor | None,
-        imagined: Tensor,
+        generated: Tensor,
         pattern: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """-> x (3, B, L, d), keep (3, B, L) attendable, data (3, B, L) pooled tokens."""
@@ -234,8 +286,8 @@ class FusionModel(nn.Module):
         parts = [prefix, tokens]
         keep = [valid.new_ones(m, b, n_prefix), valid]
         data = [valid.new_zeros(m, b, n_prefix), valid]
-        if imagined_tokens is not None and bool(imagined.any()):
-            flag = imagined.T[..., None].expand(-1, -1, imagined_tokens.shape[2])
+        if imagined_tokens is not None and bool(generated.any()):
+            flag = generated.T[..., None].expand(-1, -1, imagined_tokens.shape[2])
             parts.append(imagined_tokens)
             keep.append(flag)
             data.append(flag)
@@ -271,7 +323,7 @@ class FusionModel(nn.Module):
         return z, weights, aux
 
     def _self_attend(self, z: Tensor, keep: Tensor, data: Tensor) -> Tensor:
-        """Self-attention per target, the shared prompt re-joined after every layer;
+        """Self-attention per target, the shared prompt re-joined between layers;
         -> pooled, normalised streams (3, B, d)."""
         cfg = self.config
         mask = additive_mask(keep, z.dtype)
@@ -280,7 +332,7 @@ class FusionModel(nn.Module):
             slot = F.pad(self.prompts.shared, (0, 0, 1, z.shape[2] - 1 - cfg.prompt_len))
         for k, block in enumerate(self.selfs):
             z = block(z, mask)
-            if alpha is not None:
+            if alpha is not None and k < len(alpha):
                 z = z + alpha[k] * slot
         streams = F.layer_norm(masked_mean(z, data), (cfg.d_model,))
         return streams * self.stream_gain + self.stream_bias

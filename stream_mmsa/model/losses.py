@@ -2,12 +2,14 @@
 
 Two flows run on the same samples: the complete flow (before the missing protocol) and
 the missing flow (after it). The complete flow is the teacher: it supplies feature
-targets for self-distillation, reconstruction targets for the generators and pseudo
-labels for the evaluator, always with stop-gradient on the teacher side.
+targets for self-distillation and reconstruction targets for the generators, always with
+stop-gradient on the teacher side. The evaluator is not trained here: it learns its
+decision afterwards on a frozen backbone (`evaluator.fit_evaluator`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,7 +17,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import LossWeights
-from .evaluator import repeat_batch
 from .types import MODALITIES, MultimodalBatch
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ TERMS = (
     "distill_rnc",
     "disentangle",
     "imagine_recon",
-    "evaluator",
     "mi_critic",
     "confidence",
 )
@@ -73,22 +73,6 @@ def rnc_loss(features: Tensor, labels: Tensor, temperature: float = 2.0) -> Tens
     return (denominator - logits).masked_select(~eye).mean()
 
 
-@torch.no_grad()
-def gain_targets(model: FusionModel, missing: MultimodalBatch, pseudo: Tensor) -> Tensor:
-    """(B, 3) pseudo-label gain |ŷ_skip − y*| − |ŷ_imagine_m − y*| for every m (used where
-    m is missing), from the current model in eval mode, all four variants in one pass."""
-    was_training = model.training
-    model.eval()
-    b, m = missing.present.shape
-    # rows: imagine text only, audio only, vision only, then nothing
-    variants = torch.eye(m + 1, m, dtype=torch.bool, device=missing.present.device)
-    masks = variants.repeat_interleave(b, 0)
-    score = model.run(repeat_batch(missing, m + 1), imagine_mask=masks).score.view(m + 1, b)
-    model.train(was_training)
-    error = (score - pseudo).abs()
-    return error[m][:, None] - error[:m].T
-
-
 def compute_training_losses(
     model: FusionModel,
     complete: MultimodalBatch,
@@ -108,8 +92,10 @@ def compute_training_losses(
     label = complete.labels.to(complete.features[MODALITIES[0]].dtype)
     lacking = ~missing.present.bool()
     coin = torch.rand(lacking.shape, device=lacking.device) < weights.imagine_prob
-    teacher = model.run(complete, "always", generators=True)
-    student = model.run(missing, imagine_mask=coin, generators=True)
+    # The backbone learns the generators and the adapt-without path; recalled text is
+    # text, which it already reads, and whether to use it is the evaluator's call.
+    teacher = model.run(replace(complete, recalled=None), "always", generators=True)
+    student = model.run(replace(missing, recalled=None), imagine_mask=coin, generators=True)
     ta, sa = teacher.aux, student.aux
     zero = label.new_zeros(())
     terms = dict.fromkeys(TERMS, zero)
@@ -140,11 +126,6 @@ def compute_training_losses(
                 flow["pair_pool"], flow["target_pool"], flow["pair_ok"]
             )
             terms["mi_critic"] = terms["mi_critic"] + nce
-    if weights.evaluator > 0 and bool(lacking.any()):
-        mix = weights.gain_label_mix
-        pseudo = mix * label + (1.0 - mix) * teacher.score.detach()
-        target = gain_targets(model, missing, pseudo)
-        terms["evaluator"] = F.smooth_l1_loss(student.gain[lacking], target[lacking])
     if model.weighting is not None:
         model.weighting.update_bank(ta["target_pool"], ta["used"])
 

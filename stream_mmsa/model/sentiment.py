@@ -30,11 +30,15 @@ class SentimentModel(nn.Module):
         self.text_top = text_top
 
     def prepare(self, batch: MultimodalBatch) -> MultimodalBatch:
-        """Run the trainable text layers over the text states, leaving other modalities alone."""
+        """Run the trainable text layers over the text states (the window's and the recalled
+        ones), leaving other modalities alone."""
         if self.text_top is None:
             return batch
         states = self.text_top(batch.features["text"], batch.masks["text"])
-        return replace(batch, features={**batch.features, "text": states})
+        recalled = batch.recalled
+        if recalled is not None and batch.recalled_mask is not None:
+            recalled = self.text_top(recalled, batch.recalled_mask)
+        return replace(batch, features={**batch.features, "text": states}, recalled=recalled)
 
     def forward(self, batch: MultimodalBatch, imagine: str = "gate") -> FusionOutput:
         return self.fusion(self.prepare(batch), imagine=imagine)

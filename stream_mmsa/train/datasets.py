@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..model.types import MODALITIES, MultimodalBatch
+from ..model.types import MODALITIES, QUALITY_SIGNALS, MultimodalBatch
 
 
 @dataclass
@@ -29,12 +29,16 @@ class Sample:
     features holds a (T_m, D_m) float32 array only for the modalities the clip has;
     a modality that is absent, or present with zero elements, counts as missing.
     label is on the CMU-MOSI scale (-3..3); CH-SIMS labels (-1..1) are kept as they are.
+    recalled: (T, D_text) earlier text of the same stream, what late text is imagined from;
+    quality: (len(QUALITY_SIGNALS),) the evaluator's quality signals (see model.types).
     """
 
     id: str
     label: float
     features: dict[str, np.ndarray]
     text: str | None = None
+    recalled: np.ndarray | None = None
+    quality: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -94,20 +98,36 @@ def collate(samples: Sequence[Sample], dims: Mapping[str, int]) -> MultimodalBat
     masks: dict[str, torch.Tensor] = {}
     present = torch.zeros(batch_size, len(MODALITIES), dtype=torch.bool)
     for j, m in enumerate(MODALITIES):
-        seqs = [s.features.get(m) for s in samples]
-        longest = max((len(x) for x in seqs if x is not None), default=0)
-        x_pad = torch.zeros(batch_size, max(longest, 1), dims[m], dtype=torch.float32)
-        mask = torch.zeros(batch_size, max(longest, 1), dtype=torch.bool)
-        for i, x in enumerate(seqs):
-            if x is None or len(x) == 0:
-                continue
+        features[m], masks[m] = _pad([s.features.get(m) for s in samples], dims[m])
+        present[:, j] = masks[m].any(1)
+    labels = torch.tensor([s.label for s in samples], dtype=torch.float32)
+    recalled, recalled_mask = _pad([s.recalled for s in samples], dims["text"])
+    quality = torch.zeros(batch_size, len(QUALITY_SIGNALS))
+    for i, sample in enumerate(samples):
+        if sample.quality is not None:
+            quality[i] = torch.as_tensor(sample.quality, dtype=torch.float32)
+    return MultimodalBatch(
+        features,
+        masks,
+        present,
+        labels,
+        [s.id for s in samples],
+        recalled=recalled,
+        recalled_mask=recalled_mask,
+        quality=quality,
+    )
+
+
+def _pad(seqs: Sequence[np.ndarray | None], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, dim) zero-padded sequences and their (B, T) mask; None or empty: all False."""
+    longest = max((len(x) for x in seqs if x is not None), default=0)
+    x_pad = torch.zeros(len(seqs), max(longest, 1), dim, dtype=torch.float32)
+    mask = torch.zeros(len(seqs), max(longest, 1), dtype=torch.bool)
+    for i, x in enumerate(seqs):
+        if x is not None and len(x):
             x_pad[i, : len(x)] = torch.as_tensor(x, dtype=torch.float32)
             mask[i, : len(x)] = True
-            present[i, j] = True
-        features[m] = x_pad
-        masks[m] = mask
-    labels = torch.tensor([s.label for s in samples], dtype=torch.float32)
-    return MultimodalBatch(features, masks, present, labels, [s.id for s in samples])
+    return x_pad, mask
 
 
 def make_loader(

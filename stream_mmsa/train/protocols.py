@@ -26,7 +26,7 @@ code  name                    dropped
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -70,7 +70,8 @@ def _keep_only(batch: MultimodalBatch, keep: dict[str, Tensor]) -> MultimodalBat
     masks = {m: batch.masks[m] & keep[m] for m in MODALITIES}
     features = {m: batch.features[m].masked_fill(~masks[m].unsqueeze(-1), 0.0) for m in MODALITIES}
     still_there = torch.stack([masks[m].any(dim=1) for m in MODALITIES], dim=1)
-    return MultimodalBatch(
+    return replace(
+        batch,
         features=features,
         masks=masks,
         present=batch.present & still_there,
@@ -210,6 +211,21 @@ class RandomMissing:
             }
             out = _keep_only(out, keep)
         return out
+
+
+@dataclass(frozen=True)
+class Both:
+    """Two protocols in turn: e.g. late text while the camera froze for a stretch."""
+
+    first: MissingProtocol
+    second: MissingProtocol
+
+    @property
+    def name(self) -> str:
+        return f"{self.first.name}+{self.second.name}"
+
+    def apply(self, batch: MultimodalBatch, generator: torch.Generator) -> MultimodalBatch:
+        return self.second.apply(self.first.apply(batch, generator), generator)
 
 
 def protocol_settings(kind: str) -> list[MissingProtocol]:

@@ -67,6 +67,15 @@ What is known by construction
   help some samples and hurt others. The regime is a threshold on ``s``, so an
   evaluator can tell the cases apart from the available modalities: best from
   audio, then vision, least reliably from text alone (b = 0.3).
+- Recalled text, the side channel: each sample also carries a recalled text sequence
+  (what a live session has from an earlier window when the current text is late). With
+  probability ``q ~ Uniform(0, 1)`` it is faithful (the sample's own text frames with fresh
+  noise and length), else it belongs to another sentence (text frames of an independent
+  label and style). ``q`` is observable: it is the ``recall_continues`` quality signal.
+  So imagining the missing text from the recall helps some samples and hurts others, and
+  the evaluator can tell which from ``q`` and the available modalities; an oracle that
+  knows the draw has a known margin over always and never imagine. These draws come from
+  their own generator, so the rest of a split is the same with or without them.
 - The regime is recorded in each sample id (``syn-<split>-<index>-<regime>``,
   read it with `regime_of`) so results can be broken down by it; models never
   see ids.
@@ -76,7 +85,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.types import MODALITIES
+from ..model.types import MODALITIES, QUALITY_SIGNALS
 from .datasets import MultimodalDataset, Sample
 
 WORLD_SEED = 20_240_611
@@ -131,15 +140,63 @@ def _split(n: int, split: str, seed: int) -> MultimodalDataset:
             + NOISE[m] * noise
         ).astype(np.float32)
         frames[m] = [x[i, : lengths[i]] for i in range(n)]
+    recalled, quality = _recall(n, split, seed, expressed["text"], s, directions["text"])
     samples = [
         Sample(
             id=f"syn-{split}-{i:05d}-{REGIMES[regime[i]]}",
             label=float(y[i]),
             features={m: frames[m][i] for m in MODALITIES},
+            recalled=recalled[i],
+            quality=quality[i],
         )
         for i in range(n)
     ]
     return MultimodalDataset(samples, DIMS, name=f"synthetic:{split}")
+
+
+def _text_frames(
+    rng: np.random.Generator, expressed: np.ndarray, style: np.ndarray, d: np.ndarray, g: np.ndarray
+) -> list[np.ndarray]:
+    """Text frames (step 7 of the process) for the given expressed sentiment and style."""
+    n, dim = len(expressed), DIMS["text"]
+    lengths = rng.integers(MIN_LEN, MAX_LEN + 1, n)
+    z = rng.standard_normal((n, MAX_LEN, dim))
+    noise = np.empty_like(z)
+    noise[:, 0] = z[:, 0]
+    for t in range(1, MAX_LEN):
+        noise[:, t] = AR_COEF * noise[:, t - 1] + np.sqrt(1 - AR_COEF**2) * z[:, t]
+    x = (
+        SIGNAL["text"] * expressed[:, None, None] * d
+        + STYLE["text"] * style[:, None, None] * g
+        + NOISE["text"] * noise
+    ).astype(np.float32)
+    return [x[i, : lengths[i]] for i in range(n)]
+
+
+def _recall(
+    n: int,
+    split: str,
+    seed: int,
+    expressed: np.ndarray,
+    style: np.ndarray,
+    directions: tuple[np.ndarray, np.ndarray],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Recalled text and quality signals per sample (module docstring, side channel)."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), 1])
+    q = rng.uniform(0.0, 1.0, n)
+    faithful = rng.uniform(0.0, 1.0, n) < q
+    other = rng.uniform(-1.0, 1.0, n) * np.sqrt(3.0)
+    d, g = directions
+    frames = _text_frames(
+        rng,
+        np.where(faithful, expressed, other),
+        np.where(faithful, style, rng.standard_normal(n)),
+        d,
+        g,
+    )
+    quality = np.zeros((n, len(QUALITY_SIGNALS)), np.float32)
+    quality[:, QUALITY_SIGNALS.index("recall_continues")] = q
+    return frames, quality
 
 
 def make_synthetic(

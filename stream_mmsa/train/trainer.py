@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..model.evaluator import calibrate_thresholds
+from ..model.evaluator import fit_evaluator, score_decisions
 from ..model.sentiment import SentimentModel
 from ..model.types import MODALITIES, MultimodalBatch
 from .datasets import MultimodalDataset, make_loader
@@ -69,7 +69,8 @@ def fit(
     model: SentimentModel,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train `model` on `train`, select the epoch on `valid`, calibrate the evaluator gate."""
+    """Train `model` on `train`, select the epoch on `valid`, then fit the evaluator and its
+    τ on the validation views (samples the backbone was not fitted on)."""
     cfg = config.train
     torch.manual_seed(config.seed)
     torch.set_num_threads(cfg.threads)
@@ -122,11 +123,15 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    missing_views = [(name, batches) for name, batches in views if name != "complete"]
-    if missing_views:
-        calibrate_thresholds(
-            model.fusion, [_apply_text(model, b, device) for _, bs in missing_views for b in bs]
-        )
+    complete = dict(views)["complete"]
+    pairs = [
+        (_apply_text(model, c, device), _apply_text(model, m, device))
+        for name, batches in views
+        if name != "complete"
+        for c, m in zip(complete, batches, strict=True)
+    ]
+    if pairs:
+        fit_evaluator(model.fusion, score_decisions(model.fusion, pairs), seed=config.seed)
         best_metrics = _view_metrics(model, views, device)
     never_seen = ~_seen_modalities(train)
     model.fusion.tau[:, never_seen.to(model.fusion.tau.device)] = math.inf
