@@ -130,6 +130,27 @@ class EngineConfig(_Section):
     max_batch: int = Field(32, ge=1)
 
 
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+class IceServer(_Section):
+    """One STUN or TURN server, as RTCPeerConnection's `iceServers` takes it."""
+
+    urls: list[str] = Field(min_length=1, description="stun:/stuns:/turn:/turns: URLs")
+    username: str | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> IceServer:
+        for url in self.urls:
+            if not url.startswith(ICE_SCHEMES):
+                raise ValueError(f"ICE server URL {url!r} must start with one of {ICE_SCHEMES}")
+        turn = any(url.startswith(("turn:", "turns:")) for url in self.urls)
+        if turn and (self.username is None or self.credential is None):
+            raise ValueError("a TURN server needs a username and a credential")
+        return self
+
+
 class ServerConfig(_Section):
     """`stream-mmsa serve`: the WebRTC gateway, its page, event hub and limits."""
 
@@ -162,6 +183,11 @@ class ServerConfig(_Section):
         "or localhost)",
     )
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description="STUN/TURN servers the page's peer connection uses (to token holders); "
+        "none: only peers that reach each other directly (localhost, LAN) connect",
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:

@@ -2,7 +2,9 @@
 
 Chromium plays a .y4m file as its camera and a .wav as its microphone (looped), so the
 page under test runs exactly as in a user's browser: getUserMedia, WebRTC to the server,
-the data channel back, the DOM updated by the page's own script.
+the data channel back, the DOM updated by the page's own script. It can also run with no
+camera at all, and with the site's camera or microphone permission denied (as a user's
+"Block" does), at any device pixel ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import time
 import wave
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import av
@@ -32,8 +35,6 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
@@ -77,6 +78,10 @@ def fake_devices(out: Path, seconds: float = 20.0) -> tuple[Path, Path]:
     return video, audio
 
 
+FAKE_UI = "--use-fake-ui-for-media-stream"
+"""Accepts every permission prompt (as a user clicking Allow)."""
+
+
 class Tab:
     """One page, over its own DevTools websocket."""
 
@@ -97,6 +102,13 @@ class Tab:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply["result"]
         raise RuntimeError("DevTools connection closed")
+
+    async def set_permission(self, name: str, setting: str, url: str) -> None:
+        """`camera` or `microphone` granted/denied for url's origin (the site settings)."""
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+        await self._call(
+            "Browser.setPermission", permission={"name": name}, setting=setting, origin=origin
+        )
 
     async def navigate(self, url: str) -> None:
         await self._call("Page.navigate", url=url)
@@ -133,21 +145,42 @@ class Tab:
 
 
 class Chromium:
-    """A headless Chromium process with fake devices; `open(url)` gives a Tab."""
+    """A headless Chromium process with fake devices; `open(url)` gives a Tab.
 
-    def __init__(self, profile: Path, camera: Path, microphone: Path) -> None:
+    camera None: the machine has no camera. permissions: site settings
+    ({"camera": "denied", "microphone": "granted"}) set for each opened URL's origin;
+    without them every prompt is accepted. scale: the device pixel ratio.
+    """
+
+    def __init__(
+        self,
+        profile: Path,
+        camera: Path | None,
+        microphone: Path,
+        *,
+        permissions: dict[str, str] | None = None,
+        scale: float = 1.0,
+    ) -> None:
         binary = chromium_binary()
         if binary is None:
             raise FileNotFoundError("chromium is not installed (Debian: apt install chromium)")
         profile.mkdir(parents=True, exist_ok=True)
         self.profile = profile
+        self.permissions = permissions or {}
+        devices = (
+            ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}"]
+            if camera
+            else ["--use-fake-device-for-media-stream=device-count=0"]
+        )
         self.process = subprocess.Popen(
             [
                 binary,
                 *FLAGS,
-                f"--user-data-dir={profile}",
-                f"--use-file-for-fake-video-capture={camera}",
+                *([] if permissions else [FAKE_UI]),
+                *devices,
                 f"--use-file-for-fake-audio-capture={microphone}",
+                f"--user-data-dir={profile}",
+                f"--force-device-scale-factor={scale:g}",
                 "--window-size=1280,800",
                 "about:blank",
             ],
@@ -174,6 +207,8 @@ class Chromium:
             target = await response.json()
         tab = Tab(self.http, target["webSocketDebuggerUrl"])
         self.tabs.append(tab)
+        for name, setting in self.permissions.items():
+            await tab.set_permission(name, setting, url)
         await tab.navigate(url)  # not in /json/new's query, where '&' would cut the URL
         return tab
 

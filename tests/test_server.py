@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import AudioStreamTrack
 from chromium import SAMPLE, Chromium, chromium_binary, fake_devices
 from conftest import AUTH, TOKEN, post_offer
+from serving import Server, free_port, serve
 
 from stream_mmsa.events import parse_event
 from stream_mmsa.sinks.eventlog import read_events
@@ -35,58 +35,15 @@ MAX_SESSIONS = 3
 IDLE_TIMEOUT = 3.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    def __init__(self, url: str, db: Path, process: subprocess.Popen, log: Path) -> None:
-        self.url, self.db, self.process, self.log = url, db, process, log
-
-    def get(self, path: str) -> dict:
-        async def fetch() -> dict:
-            async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
-                return await response.json()
-
-        return asyncio.run(fetch())
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
-    tmp = tmp_path_factory.mktemp("serve")
-    port, db, log = _free_port(), tmp / "events.sqlite", tmp / "server.log"
-    command = [
-        str(Path(sys.executable).parent / "stream-mmsa"),
-        "serve",
-        f"--port={port}",
-        f"--token={TOKEN}",
-        f"--db={db}",
+    with serve(
+        tmp_path_factory.mktemp("serve"),
         f"--set=server.max_sessions={MAX_SESSIONS}",
         f"--set=server.idle_timeout={IDLE_TIMEOUT}",
         "--set=server.allowed_origins=[http://allowed.example]",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp)
-    srv = Server(f"http://127.0.0.1:{port}", db, process, log)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            srv.get("/healthz")
-            break
-        except aiohttp.ClientError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text()}") from None
-            time.sleep(0.5)
-    yield srv
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    assert process.returncode == 0, log.read_text()[-3000:]
+    ) as srv:
+        yield srv
 
 
 class Publisher:
@@ -420,7 +377,7 @@ def test_https_with_a_certificate_and_clear_errors_without_one(tmp_path: Path) -
         timeout=60,
     )
     assert broken.returncode == 2 and "tls_cert and tls_key go together" in broken.stderr
-    port = _free_port()
+    port = free_port()
     command = [binary, "serve", f"--port={port}", f"--token={TOKEN}", f"--db={tmp_path / 'e.db'}"]
     process = subprocess.Popen(
         [*command, f"--tls-cert={cert}", f"--tls-key={key}"],

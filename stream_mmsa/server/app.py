@@ -1,8 +1,9 @@
-"""One aiohttp application: the page, /offer, /events, /healthz and /metrics.
+"""One aiohttp application: the page, /page.json, /offer, /events, /healthz and /metrics.
 
-Access: /offer and /events need the token (`Authorization: Bearer …` or `?token=`), and
-a browser calling them must come from the server's own origin or the allow-list. The
-page itself is public (it holds no secret: it reads the token from its own URL).
+Access: /page.json, /offer and /events need the token (`Authorization: Bearer …` or
+`?token=`), and a browser calling them must come from the server's own origin or the
+allow-list. The page itself is public (it holds no secret: it reads the token from its
+own URL).
 Every error is an HTTP status with a JSON body {"error": code, "message": text}.
 """
 
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from ..config import Config, ServerConfig
 from ..engine import Runtime
+from ..events import NEUTRAL_BAND
 from ..sinks.eventlog import EventLog
 from ..sinks.websocket import WebSocketHub
 from ..transports.webrtc import GatewayError, OfferRequest, WebRTCGateway
@@ -31,12 +33,13 @@ from .metrics import ServerMetrics
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-PROTECTED = ("/offer", "/events")
+PROTECTED = ("/page.json", "/offer", "/events")
 TOKEN_ENV = "STREAM_MMSA_TOKEN"
 
 GATEWAY = web.AppKey("gateway", WebRTCGateway)
 HUB = web.AppKey("hub", WebSocketHub)
 METRICS = web.AppKey("metrics", ServerMetrics)
+PAGE = web.AppKey("page", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -111,6 +114,12 @@ async def _page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def _page_config(request: web.Request) -> web.Response:
+    """What the page needs from the server's config: behind the token, as TURN credentials
+    are only for people who may start a session."""
+    return web.json_response(request.app[PAGE])
+
+
 async def _offer(request: web.Request) -> web.Response:
     try:
         body = await request.json()
@@ -180,7 +189,12 @@ def build_app(runtime: Runtime, config: ServerConfig, token: str) -> web.Applica
         middlewares=[json_errors, _access(token, config.allowed_origins)],
     )
     app[GATEWAY], app[HUB], app[METRICS] = gateway, hub, metrics
+    app[PAGE] = {
+        "ice_servers": [server.model_dump(exclude_none=True) for server in config.ice_servers],
+        "neutral_band": NEUTRAL_BAND,
+    }
     app.router.add_get("/", _page)
+    app.router.add_get("/page.json", _page_config)
     app.router.add_static("/static", STATIC)
     app.router.add_post("/offer", _offer)
     app.router.add_route("OPTIONS", "/offer", _preflight)
