@@ -113,6 +113,18 @@ def test_audio_only_without_a_camera_with_stop_start_and_mute(
             assert await _text(tab, "mute") == "Unmute microphone"
             await _click(tab, "mute")
             assert await tab.evaluate("stream.getAudioTracks()[0].enabled")
+            # another microphone from the picker: swapped in place, the session goes on
+            label = "stream.getAudioTracks()[0].label"
+            before = await tab.evaluate(label)
+            await tab.evaluate(
+                "(s => { s.value = [...s.options].map(o => o.value)"
+                ".filter(v => v && v !== 'none' && v !== s.value).pop();"
+                " s.dispatchEvent(new Event('change')); })(document.getElementById('mic'))"
+            )
+            await tab.wait_for(f"{label} !== {before!r}", 30)
+            sent = "pc.getSenders().find(s => s.track && s.track.kind === 'audio').track"
+            assert await tab.evaluate(f"{sent} === stream.getAudioTracks()[0]")
+            assert await tab.evaluate("document.body.dataset.session") == first
             shot = await tab.screenshot(tmp_path / "audio-only.png")
             print(f"screenshot: {shot}")
 
