@@ -1,7 +1,15 @@
-"""Speech clips for the ASR benchmark and tests: espeak-ng sentences with pauses, and WER."""
+"""Speech clips for the ASR benchmark and tests: espeak-ng sentences with pauses, and WER.
+
+Two kinds: the short positive/negative clip with 1-2 s pauses (`make_espeak_speech`, the
+tests' clip), and continuous speech from MOSI valid transcripts in several voices with 0.7 s
+gaps (`make_continuous_speech`): the pauses of the first let the recogniser rest between
+sentences, the second is what a talking speaker gives it, and what issue 10 measures on.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import shutil
 import subprocess
@@ -13,6 +21,7 @@ import numpy as np
 
 from ..features.asr import normalize_word
 from ..media.frames import AUDIO_RATE
+from ..media.speech import speak
 
 SENTENCES = (
     "I really loved this movie, it was wonderful.",
@@ -89,3 +98,56 @@ def make_espeak_speech(
     path = directory / "speech.wav"
     write_wav(path, np.concatenate(pieces))
     return path, " ".join(sentences)
+
+
+MOSI_LABELS = Path(__file__).resolve().parents[3] / "shared/data/mosi/label.csv"
+"""CMU-MOSI transcripts in MMSA's label.csv layout, next to a checkout (../shared)."""
+
+VOICES: tuple[tuple[str, ...], ...] = (
+    ("-s", "165", "-p", "50"),
+    ("-v", "en-us+f3", "-s", "180", "-p", "65"),
+    ("-v", "en-gb", "-s", "150", "-p", "40"),
+    ("-v", "en-us+m3", "-s", "190", "-p", "55"),
+)
+"""espeak-ng flags after `-v en-us` (a later -v wins), cycled per sentence: two speeds of
+American, a female variant, British: different voices, so no one voice's quirks decide."""
+
+
+def mosi_sentences(labels: str | Path = MOSI_LABELS, split: str = "valid") -> list[str]:
+    """The transcripts of one split of a label.csv, in file order."""
+    with open(labels, newline="") as handle:
+        return [row["text"].strip() for row in csv.DictReader(handle) if row["mode"] == split]
+
+
+def make_continuous_speech(
+    directory: str | Path,
+    duration_s: float = 60.0,
+    gap_s: float = 0.7,
+    labels: str | Path = MOSI_LABELS,
+) -> tuple[Path, str]:
+    """About `duration_s` of MOSI valid sentences, voices cycling, `gap_s` between them.
+
+    Writes continuous.wav and continuous.json beside it (the sentences with voice and
+    times, as the bundled sample's sidecar, so `stream-mmsa bench` finds the reference).
+    Returns the wav and its reference text.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    gap = np.zeros(round(gap_s * AUDIO_RATE), np.float32)
+    pieces, spoken, at = [gap], [], gap_s
+    for i, text in enumerate(mosi_sentences(labels)):
+        if at >= duration_s:
+            break
+        voice = VOICES[i % len(VOICES)]
+        speech = speak(text, voice)
+        if not len(speech):
+            continue
+        end = at + len(speech) / AUDIO_RATE
+        spoken.append({"text": text, "voice": " ".join(voice), "start": at, "end": end})
+        pieces += [speech, gap]
+        at = end + gap_s
+    path = directory / "continuous.wav"
+    write_wav(path, np.concatenate(pieces))
+    sidecar = {"source": f"{labels} (valid)", "gap_s": gap_s, "sentences": spoken}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1))
+    return path, " ".join(s["text"] for s in spoken)
