@@ -356,12 +356,14 @@ function onEvent(event) {
     else showSelf(event);
     drawChart();
   } else if (event.type === "transcript") {
-    if (event.final) {
-      const text = roomView ? `${line.name}: ${event.text}` : event.text;
-      $("final").textContent = `${$("final").textContent} ${text}`.trim().slice(-600);
+    if (!event.final) {
+      $("interim").textContent = roomView ? `${line.name}: ${event.text}` : event.text;
+    } else if (roomView) {
+      addTurn(line, event.text);
       $("interim").textContent = "";
     } else {
-      $("interim").textContent = event.text;
+      $("final").textContent = `${$("final").textContent} ${event.text}`.trim().slice(-600);
+      $("interim").textContent = "";
     }
   } else if (event.type === "status") {
     logLine(`${line.name}: ${event.modality} ${event.state}${event.reason ? ` (${event.reason})` : ""}`);
@@ -372,6 +374,23 @@ function onEvent(event) {
       if (line.card) line.card.toggleAttribute("data-ended", true);
     }
   }
+}
+
+/** Room view: final words go to the speaker's current turn; a new speaker starts a turn. */
+function addTurn(line, text) {
+  const turns = $("final");
+  const last = turns.lastElementChild;
+  if (last && last.dataset.name === line.name) {
+    last.lastChild.textContent += ` ${text}`;
+    return;
+  }
+  const turn = element("div", "", "turn");
+  turn.dataset.name = line.name;
+  const who = element("strong", `${line.name}: `);
+  who.style.color = line.color;
+  turn.append(who, element("span", text));
+  turns.append(turn);
+  while (turns.childElementCount > 12) turns.firstElementChild.remove();
 }
 
 function signed(score) {
