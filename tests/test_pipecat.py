@@ -61,7 +61,7 @@ def test_images_become_rgb_arrays_and_bad_ones_say_why() -> None:
 def test_a_processor_needs_something_to_analyse() -> None:
     with pytest.raises(ValueError, match="audio=True, video=True"):
         SentimentProcessor(Engine(), audio=False, video=False)
-    with pytest.raises(TypeError, match="SentimentEvent"):
+    with pytest.raises(TypeError, match="event"):
         SentimentFrame()
 
 

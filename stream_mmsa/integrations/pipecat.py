@@ -56,14 +56,9 @@ class SentimentFrame(DataFrame):
     """One window's reading; `event` is the engine's SentimentEvent (score, label,
     confidence, each modality's state and the face's expression)."""
 
+    event: SentimentEvent
     # An interruption (the user talking over the bot) must not drop a reading.
     interruptible: bool = field(default=False, init=False)
-    event: SentimentEvent | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.event, SentimentEvent):
-            raise TypeError(f"SentimentFrame needs a SentimentEvent, not {type(self.event)}")
 
 
 def image_rgb(frame: InputImageRawFrame) -> np.ndarray:
