@@ -427,12 +427,11 @@ class Session:
                 quality=quality_signals(0, window.end, recall, continues),
             )
         states = await self.runtime.encode_text(window.transcript)
-        words = len(window.transcript.split())
-        self._recall = Recall(states, window.end, words)
+        self._recall = Recall(states, window.end, window.transcript)
         return replace(
             window,
             features={**window.features, "text": states},
-            quality=quality_signals(words, window.end, None, False),
+            quality=quality_signals(self._recall.words, window.end, None, False),
         )
 
     async def _status(self, window: Window, modality: str) -> None:
@@ -455,7 +454,10 @@ class Session:
         )
 
     def _sentiment_event(self, window: Window, out: FusionOutput) -> SentimentEvent:
-        """The model's reading of the window, moved by the face prior (model/face_prior.py)."""
+        """The model's reading of the window, moved by the face prior (model/face_prior.py).
+
+        Its transcript is the text the score came from: the recalled text when the
+        evaluator imagined late text from it."""
         used = {
             m: window.states[m] in USED_STATES and window.features[m] is not None
             for m in MODALITIES
@@ -483,6 +485,13 @@ class Session:
                 gain=None if used[m] else round(float(out.gain[0, j]), 4),
                 expression=expression if m == "vision" else None,
             )
+        transcript = window.transcript
+        if (
+            not used["text"]
+            and reports["text"].action == "imagined"
+            and window.recalled is not None
+        ):
+            transcript = self._recall.text if self._recall is not None else ""
         latency = (time.monotonic() - window.wall_end) * 1000
         self.summary.latencies_ms.append(latency)
         return SentimentEvent(
@@ -497,7 +506,7 @@ class Session:
                 model_score=None if fused is None else round(model_score, 4),
             ),
             modalities=reports,
-            transcript=window.transcript,
+            transcript=transcript,
             **self.tags,
         )
 

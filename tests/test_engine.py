@@ -22,7 +22,9 @@ from stream_mmsa.features.asr import WhisperAsr
 from stream_mmsa.media.frames import Frame
 from stream_mmsa.media.sources.base import Source
 from stream_mmsa.media.sources.file import FileSource
+from stream_mmsa.model.checkpoint import load_checkpoint
 from stream_mmsa.model.face_prior import FacePriorConfig
+from stream_mmsa.model.types import MODALITIES
 from stream_mmsa.sinks.eventlog import EventLog, read_events
 from stream_mmsa.windowing import WindowConfig, window_count
 
@@ -85,6 +87,30 @@ def test_transcript_follows_the_speech(fast_run: tuple[list[dict], object]) -> N
     text = " ".join(e["text"] for e in events if e["type"] == "transcript" and e["final"])
     for word in ("wonderful", "brilliant", "boring", "disappointed"):
         assert word in text.lower()
+
+
+def assert_actions_follow_the_gate(sentiments: list[dict]) -> int:
+    """Every absent modality's action is the gate's rule applied to the reported gain:
+    imagined iff gain > τ[pattern of the used modalities, modality]. -> decisions checked."""
+    fusion, _ = load_checkpoint(EngineConfig().checkpoint)
+    checked = 0
+    for event in sentiments:
+        reports = event["modalities"]
+        pattern = sum(1 << j for j, m in enumerate(MODALITIES) if reports[m]["action"] == "used")
+        for j, m in enumerate(MODALITIES):
+            if reports[m]["action"] == "used":
+                continue
+            tau = float(fusion.tau[pattern, j])
+            if abs(reports[m]["gain"] - tau) < 1e-3:
+                continue  # the event's gain is rounded to 4 decimals
+            assert (reports[m]["action"] == "imagined") == (reports[m]["gain"] > tau), event
+            checked += 1
+    return checked
+
+
+def test_actions_follow_the_gate(fast_run: tuple[list[dict], object]) -> None:
+    sentiments = [e for e in fast_run[0] if e["type"] == "sentiment"]
+    assert assert_actions_follow_the_gate(sentiments) > 0
 
 
 def _inside(window: dict, start: float, end: float) -> bool:
@@ -198,5 +224,6 @@ def test_text_is_late_when_asr_lags(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "late" in states[2:]
     late = [e for e in sentiments if e["modalities"]["text"]["state"] == "late"]
     assert all(e["modalities"]["text"]["action"] in ("imagined", "skipped") for e in late)
+    assert assert_actions_follow_the_gate(late) >= len(late)
     status = [e for e in events if e["type"] == "status" and e["modality"] == "text"]
     assert any(e["state"] == "late" for e in status)

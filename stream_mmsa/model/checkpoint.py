@@ -56,7 +56,8 @@ def _upgrade(state: dict[str, Any], model: FusionModel, path: str | Path) -> dic
 
     Their evaluator read imagined features, which no longer exist before it runs: it is
     left fresh and its gate closed (τ = +inf, never imagine) until `fit_evaluator` runs.
-    Their multi-level prompt connection had a last level that never reached the output.
+    Their multi-level prompt connection had a last level that never reached the output,
+    and a Rank-N-Contrast projection (removed: its loss never left its floor).
     """
     own = model.state_dict()
     evaluator = [k for k in own if k.startswith("evaluator.")]
@@ -65,6 +66,7 @@ def _upgrade(state: dict[str, Any], model: FusionModel, path: str | Path) -> dic
         state = {k: v for k, v in state.items() if not k.startswith("evaluator.")}
         state |= {k: own[k] for k in evaluator}
         state["tau"] = torch.full_like(own["tau"], math.inf)
+    state = {k: v for k, v in state.items() if not k.startswith("rnc_proj.")}
     alpha = "prompts.alpha"
     if alpha in state and alpha in own and state[alpha].shape != own[alpha].shape:
         state[alpha] = state[alpha][: own[alpha].shape[0]]

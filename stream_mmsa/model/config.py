@@ -73,8 +73,6 @@ class LossWeights(BaseModel):
     task_complete: float = Field(1.0, ge=0.0, description="task loss of the complete flow")
     task_missing: float = Field(1.0, ge=0.0, description="task loss of the missing flow")
     distill_feature: float = Field(0.5, ge=0.0, description="fused/stream feature distance")
-    distill_rnc: float = Field(0.1, ge=0.0, description="Rank-N-Contrast on the projection")
-    rnc_temperature: float = Field(2.0, gt=0.0)
     disentangle: float = Field(0.1, ge=0.0, description="prompt similarity + difference")
     imagine_recon: float = Field(0.5, ge=0.0, description="imagined vs real pooled features")
     mi_critic: float = Field(0.1, ge=0.0, description="InfoNCE of the MI critic")

@@ -187,6 +187,16 @@ class Decisions:
         chosen = self.pred.gather(1, subset[:, None]).squeeze(1)
         return (chosen - (self.label if target is None else target)).abs()
 
+    def stop_split(self, seed: int, share: float = 0.2) -> tuple[Tensor, Tensor]:
+        """(train, stop) bool masks: a seeded `share` of the groups held out for early
+        stopping. A group is what an id names before "#" (one utterance's windows), so
+        near-duplicate windows never sit on both sides and hide overfitting."""
+        groups = sorted({i.split("#", 1)[0] for i in self.ids})
+        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed))
+        held = {groups[i] for i in order[: max(1, round(share * len(groups)))].tolist()}
+        stop = torch.tensor([i.split("#", 1)[0] in held for i in self.ids])
+        return ~stop, stop
+
     def oracle(self) -> Tensor:
         """(N,) |error| of the best decision per sample: the ceiling any gate can reach."""
         allowed = ~(SUBSETS[None] & ~self.missing[:, None, :]).any(-1)
@@ -289,17 +299,16 @@ def fit_evaluator(
 
     The loss is the decision's own: the expected error of the gated mixture against y*
     (the label, or the complete flow's prediction with target="teacher"). A seeded 20 %
-    of the samples stops training early. τ per pattern then comes from `search_thresholds`
-    on the labels: per pattern never worse on `data` than always or never imagine.
+    of the groups (`Decisions.stop_split`) stops training early. τ per pattern then comes
+    from `search_thresholds` on the labels: per pattern never worse on `data` than always
+    or never imagine.
     """
     rows = data.missing.any(1)
     if not bool(rows.any()):
         raise ValueError("fit_evaluator needs samples with a missing modality")
     fit = data.rows(rows)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(fit.label), generator=generator)
-    cut = max(1, len(order) // 5)
-    train, stop = fit.rows(order[cut:]), fit.rows(order[:cut])
+    train_rows, stop_rows = fit.stop_split(seed)
+    train, stop = fit.rows(train_rows), fit.rows(stop_rows)
     y = {"label": lambda d: d.label, "teacher": lambda d: d.teacher}[target]
     error = {k: (d.pred - y(d)[:, None]).abs() for k, d in (("train", train), ("stop", stop))}
     torch.manual_seed(seed)

@@ -91,7 +91,6 @@ class FusionModel(nn.Module):
         )
         self.score_out = nn.Linear(d, 1)
         self.scale_head = nn.Sequential(nn.Linear(d + 2 * m, d), nn.GELU(), nn.Linear(d, 1))
-        self.rnc_proj = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         # τ per (availability pattern, modality): whether imagining m pays depends on what
         # else is there, so one threshold per modality cannot serve every pattern.
         self.register_buffer("tau", torch.zeros(N_PATTERNS, m))

@@ -26,7 +26,6 @@ TERMS = (
     "task_complete",
     "task_missing",
     "distill_feature",
-    "distill_rnc",
     "disentangle",
     "imagine_recon",
     "mi_critic",
@@ -49,28 +48,6 @@ def masked_mse(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
     if not bool(mask.any()):
         return a.sum() * 0.0
     return (a - b).pow(2).mean(-1)[mask].mean()
-
-
-def rnc_loss(features: Tensor, labels: Tensor, temperature: float = 2.0) -> Tensor:
-    """Rank-N-Contrast: similarity −L2, label distance L1, negatives of anchor i for
-    positive j are all k ≠ i with |y_i − y_k| ≥ |y_i − y_j|.
-
-    The denominators come from a suffix log-sum-exp over each anchor's samples sorted by
-    label distance, O(N² log N) instead of the O(N³) pairwise mask.
-    """
-    n = features.shape[0]
-    if n < 3:
-        return features.sum() * 0.0
-    diff = features[:, None, :] - features[None, :, :]
-    logits = -(diff.pow(2).sum(-1) + 1e-12).sqrt() / temperature  # eps: finite grad at 0
-    eye = torch.eye(n, dtype=torch.bool, device=features.device)
-    label_dist = (labels[:, None] - labels[None, :]).abs().masked_fill(eye, -1.0)
-    order = label_dist.argsort(dim=1)
-    sorted_dist = label_dist.gather(1, order)
-    suffix = logits.gather(1, order).flip(1).logcumsumexp(1).flip(1)
-    first = torch.searchsorted(sorted_dist, label_dist)  # first k with d_ik >= d_ij
-    denominator = suffix.gather(1, first)
-    return (denominator - logits).masked_select(~eye).mean()
 
 
 def compute_training_losses(
@@ -111,8 +88,6 @@ def compute_training_losses(
         terms["distill_feature"] = F.mse_loss(sa["fused"], ta["fused"].detach()) + masked_mse(
             sa["streams"], ta["streams"].detach(), both
         )
-        z = torch.cat([model.rnc_proj(sa["fused"]), model.rnc_proj(ta["fused"]).detach()])
-        terms["distill_rnc"] = rnc_loss(z, torch.cat([label, label]), weights.rnc_temperature)
     if model.prompts is not None:
         terms["disentangle"] = model.prompts.disentangle_loss()
     real = ta["pooled"].detach()

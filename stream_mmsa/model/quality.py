@@ -21,11 +21,15 @@ WORD_SCALE = 16.0
 
 @dataclass(frozen=True)
 class Recall:
-    """The latest text a stream had: its token states, its window's end and its words."""
+    """The latest text a stream had: its token states, its window's end, its words."""
 
     states: np.ndarray
     end: float
-    words: int
+    text: str
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
 
 
 def quality_signals(words: int, now: float, recall: Recall | None, continues: bool) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -40,6 +40,19 @@ class ServerMetrics(Sink):
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.decisions = Counter(
+            "stream_mmsa_missing_modality_decisions",
+            "Evaluator decisions on missing or late modalities, by modality and action",
+            ["modality", "action"],
+            registry=self.registry,
+        )
+        self.imagine_rate = Gauge(
+            "stream_mmsa_imagine_rate",
+            "Share of a modality's missing windows the evaluator imagined (since start)",
+            ["modality"],
+            registry=self.registry,
+        )
+        self._decided: dict[str, dict[str, int]] = {}
 
     def watch(self, gateway: WebRTCGateway, hub: WebSocketHub, worker: InferenceWorker) -> None:
         """Sample these at scrape time."""
@@ -49,6 +62,14 @@ class ServerMetrics(Sink):
         self.events.labels(event.type).inc()
         if isinstance(event, SentimentEvent):
             self.latency.observe(event.latency_ms / 1000)
+            for modality, report in event.modalities.items():
+                if report.action == "used":
+                    continue
+                self.decisions.labels(modality, report.action).inc()
+                counts = self._decided.setdefault(modality, {"imagined": 0, "skipped": 0})
+                counts[report.action] += 1
+                total = counts["imagined"] + counts["skipped"]
+                self.imagine_rate.labels(modality).set(counts["imagined"] / total)
 
     async def close(self) -> None:
         """Nothing to release: the registry lives as long as the server."""

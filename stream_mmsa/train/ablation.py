@@ -42,9 +42,13 @@ def _pairs(dataset: MultimodalDataset, protocol: MissingProtocol, seed: int):
     return [(b, protocol.apply(b, gen)) for b in make_loader(dataset, 256, seed=seed)]
 
 
-def _study_seed(config: Config, splits, console: Console) -> dict[str, Judged]:
-    """One seed: both backbones trained, evaluators fitted on valid, judged on test."""
+def _study_seed(
+    config: Config, splits, console: Console
+) -> tuple[dict[str, Judged], dict[str, float]]:
+    """One seed: both backbones trained, evaluators fitted on valid, judged on test;
+    -> the judged settings and the trained model's private-prompt cosines."""
     out: dict[str, Judged] = {}
+    cosines: dict[str, float] = {}
     extra: dict[str, dict[str, np.ndarray]] = {}
     for prompts in (True, False):
         cfg = config if prompts else config.model_copy(deep=True)
@@ -68,11 +72,12 @@ def _study_seed(config: Config, splits, console: Console) -> dict[str, Judged]:
             judged = judge(fusion, test, plain, groups)
             if prompts:
                 out[setting.name] = judged
+                cosines = fusion.prompts.private_cosines()
             else:
                 extra[setting.name] = {"no prompts": judged.errors["gate"]}
     for name, judged in out.items():
         judged.errors.update(extra[name])
-    return out
+    return out, cosines
 
 
 def run_ablation(config_path: Path, seeds: list[int], out: Path, console: Console) -> str:
@@ -161,7 +166,8 @@ def verdict(intervals: dict) -> str:
     )
 
 
-def _report(study, intervals, ranking, seeds, config_path: Path, image: str) -> str:
+def _report(study, intervals, ranking, cosine, seeds, config_path: Path, out: Path) -> str:
+    cosines = ", ".join(f"{m} {v:.2f}" for m, v in cosine.items())
     lines = [
         "# Missing-modality ablation (synthetic mechanism benchmark)",
         "",
@@ -192,7 +198,11 @@ def _report(study, intervals, ranking, seeds, config_path: Path, image: str) -> 
         f"{ranking['auroc_min']:.3f}), Spearman {ranking['spearman_mean']:.3f} (lowest "
         f"{ranking['spearman_min']:.3f}).",
         "",
-        f"![mean |error| per setting]({image})",
+        f"Private prompts against the shared one (cosine, seeds averaged): {cosines}.",
+        "",
+        f"Figures: `{out.with_suffix('.json').name}`.",
+        "",
+        f"![mean |error| per setting]({out.with_suffix('.png').name})",
     ]
     return "\n".join(lines) + "\n"
 

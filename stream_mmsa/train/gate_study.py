@@ -56,14 +56,12 @@ def _subset(imagined: Tensor) -> Tensor:
 def fit_plain(fit: Decisions, seed: int, steps: int = 600) -> nn.Module:
     """The no-gate baseline: always imagine, plus a correction from the evaluator's inputs.
 
-    Trained like the evaluator (same data, L1 to the label, a seeded 20 % for stopping).
+    Trained like the evaluator (same data, L1 to the label, the same groups for stopping).
     """
     torch.manual_seed(seed)
     x, y = _features(fit), fit.label
     always = x[:, -1]
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    cut = max(1, len(order) // 5)
-    stop, train = order[:cut], order[cut:]
+    train, stop = fit.stop_split(seed)
     net = nn.Sequential(nn.LayerNorm(x.shape[1]), nn.Linear(x.shape[1], 64), nn.GELU())
     net.append(nn.Linear(64, 1))
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-3)
@@ -170,11 +168,15 @@ def _mean_errors(study: Study, picks: Sequence[dict[str, np.ndarray]] | None) ->
     return totals
 
 
-def bootstrap(study: Study, resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
+def bootstrap(
+    study: Study, resamples: int = 2000, seed: int = 0, shared: bool = False
+) -> dict[str, dict[str, float]]:
     """Point and 95 % interval of gate − fixed, gate − plain, gate − oracle and the means.
 
     Each draw resamples every seed's groups with replacement (windows of one group stay
     together), the same draw for every setting of that seed: the comparison is paired.
+    shared=True: the seeds hold the same groups (the same utterances under other random
+    draws), so one draw serves every seed and the seeds add no false precision.
     """
     rng = np.random.default_rng(seed)
     point = _mean_errors(study, None)
@@ -182,8 +184,9 @@ def bootstrap(study: Study, resamples: int = 2000, seed: int = 0) -> dict[str, d
     draws = []
     for _ in range(resamples):
         picks = []
+        common = rng.choice(len(uniques[0]), len(uniques[0]))
         for s, unique in zip(study, uniques, strict=True):
-            chosen = rng.choice(len(unique), len(unique))
+            chosen = common if shared else rng.choice(len(unique), len(unique))
             counts = np.bincount(chosen, minlength=len(unique))
             picks.append(
                 {

@@ -1,0 +1,346 @@
+"""Late text on spoken MOSI valid: does the evaluator decide well on real engine windows?
+
+The windows are the engine's own (train/spoken.py: MOSI valid transcripts spoken with
+espeak-ng, recognised by the streaming ASR inside a real Session). A video's utterances
+are played back to back, as one live session would hear them, and every window with
+words is made late the way a lagging recogniser makes it: its text is gone, and what the
+session can recall is the latest window whose text was ready `lag` seconds before (lag
+drawn from LAGS, the engine calls text late when the recogniser is more than half a
+4 s window behind). Early in an utterance that recall is the previous utterance's words:
+imagining from it can hurt, and the quality signals (its age, whether a pause started a
+new utterance since) say when.
+
+The study: the engine checkpoint's backbone stays frozen (it never saw MOSI valid); per
+seed, videos are split in two halves, the evaluator and τ are fitted on one half and
+judged on the other, then the other way round (2-fold by video). `--ship` then fits the
+evaluator on every video and writes the checkpoint with its card.
+`python -m stream_mmsa.train.late_text --config configs/engine.yaml` writes
+docs/ablation-spoken.md, its plot and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from ..config import EngineConfig, load_config
+from ..features.text import TextEncoder, encode_records
+from ..model.evaluator import Decisions, fit_evaluator, gate_decisions, score_decisions
+from ..model.quality import Recall, quality_signals
+from ..model.sentiment import SentimentModel, save_sentiment_model
+from ..model.types import MODALITIES
+from .ablation import interval_lines, plot_study, table, verdict
+from .datasets import Sample, TextRecord, collate
+from .gate_study import METHODS, Judged, auroc, bootstrap, fit_plain, judge, spearman
+from .spoken import _has_text, _load, config_records, featurize
+
+LAGS = (2.0, 2.5, 3.0, 3.5, 4.0)
+"""Recogniser lag (s) behind a window's end when its text is late."""
+
+
+@dataclass
+class LatePair:
+    """One window twice: as it was (text ready) and late (text gone, recall instead)."""
+
+    complete: Sample
+    late: Sample
+    video: str
+    utterance: str
+
+
+def _timeline(records: Sequence[TextRecord], directory: Path) -> dict[str, list[tuple]]:
+    """Per video, its utterances back to back: (record, window, global end) in time order."""
+    by_video: dict[str, list[TextRecord]] = defaultdict(list)
+    for record in records:
+        by_video[record.id.rsplit("_", 1)[0]].append(record)
+    out: dict[str, list[tuple]] = {}
+    for video, clips in by_video.items():
+        clips.sort(key=lambda r: int(r.id.rsplit("_", 1)[1]))
+        offset, rows = 0.0, []
+        for record in clips:
+            windows = _load(directory / f"{record.id}.pkl")
+            for window in windows:
+                rows.append((record, window, offset + window["end"]))
+            offset += max((w["end"] for w in windows), default=0.0)
+        out[video] = rows
+    return out
+
+
+def late_pairs(
+    records: Sequence[TextRecord],
+    encoder: TextEncoder,
+    engine: EngineConfig,
+    seed: int,
+) -> list[LatePair]:
+    """Every window with words, complete and late (module docstring), vision as in training."""
+    directory = featurize(records, engine)
+    vision = [w["vision"] for w in _load(directory / "vision.pkl")]
+    timeline = _timeline(records, directory)
+    texts = sorted(
+        {w["transcript"] for rows in timeline.values() for _, w, _ in rows if _has_text(w)}
+    )
+    states = encode_records([TextRecord(t, t, 0.0) for t in texts], encoder)
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for video, rows in timeline.items():
+        spoken = [(r, w, end) for r, w, end in rows if _has_text(w)]
+        for record, window, end in spoken:
+            lag = float(rng.choice(LAGS))
+            earlier = [x for x in spoken if x[2] <= end - lag + 1e-6]
+            recall = None
+            continues = False  # utterances are 1.5 s apart: a pause the engine calls new
+            if earlier:
+                r, w, e = earlier[-1]
+                recall = Recall(states[w["transcript"]].float().numpy(), e, w["transcript"])
+                continues = r.id == record.id
+            face = vision[rng.integers(len(vision))]
+            shared = {}
+            if window["audio"] is not None:
+                shared["audio"] = window["audio"]
+            if face is not None:
+                shared["vision"] = face
+            text = states[window["transcript"]].float().numpy()
+            sample_id = f"{record.id}#{window['index']}"
+            words = len(window["transcript"].split())
+            complete = Sample(
+                sample_id,
+                record.label,
+                {**shared, "text": text},
+                quality=quality_signals(words, end, None, False),
+            )
+            late = Sample(
+                sample_id,
+                record.label,
+                shared,
+                recalled=None if recall is None else recall.states,
+                quality=quality_signals(0, end, recall, continues),
+            )
+            pairs.append(LatePair(complete, late, video, record.id))
+    return pairs
+
+
+def score_pairs(
+    model: SentimentModel, pairs: Sequence[LatePair], dims: dict[str, int]
+) -> Decisions:
+    """Every decision scored by the frozen model, in the order of `pairs`."""
+    batches = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), 256):
+            chunk = pairs[start : start + 256]
+            complete = collate([p.complete for p in chunk], dims)
+            late = collate([p.late for p in chunk], dims)
+            batches.append((model.prepare(complete), model.prepare(late)))
+    return score_decisions(model.fusion, batches)
+
+
+def _halves(videos: list[str], seed: int) -> tuple[set[str], set[str]]:
+    shuffled = sorted(videos)
+    random.Random(seed).shuffle(shuffled)
+    return set(shuffled[::2]), set(shuffled[1::2])
+
+
+def study_seed(
+    model: SentimentModel, pairs: list[LatePair], dims: dict[str, int], seed: int
+) -> tuple[Judged, dict[str, float]]:
+    """2-fold by video: fit on one half, judge on the other; both held-out halves joined."""
+    data = score_pairs(model, pairs, dims)
+    videos = np.array([p.video for p in pairs])
+    utterances = {u: i for i, u in enumerate(sorted({p.utterance for p in pairs}))}
+    groups = np.array([utterances[p.utterance] for p in pairs])
+    state = {k: v.clone() for k, v in model.fusion.evaluator.state_dict().items()}
+    tau = model.fusion.tau.clone()
+    parts: list[Judged] = []
+    decisions: dict[str, float] = defaultdict(float)
+    one, other = _halves(sorted(set(videos)), seed)
+    for a, b in ((one, other), (other, one)):
+        fit_rows = torch.from_numpy(np.isin(videos, list(a)))
+        test_rows = torch.from_numpy(np.isin(videos, list(b)))
+        fitted = data.rows(fit_rows)
+        fit_evaluator(model.fusion, fitted, seed=seed)
+        plain = fit_plain(fitted, seed)
+        held = data.rows(test_rows)
+        parts.append(judge(model.fusion, held, plain, groups[test_rows.numpy()]))
+        for key, value in decision_profile(model, held).items():
+            decisions[key] += value / 2
+    model.fusion.evaluator.load_state_dict(state)
+    model.fusion.tau.copy_(tau)
+    joined = Judged(
+        {k: np.concatenate([p.errors[k] for p in parts]) for k in METHODS},
+        np.concatenate([p.groups for p in parts]),
+        np.concatenate([p.predicted for p in parts]),
+        np.concatenate([p.realised for p in parts]),
+        statistics.fmean(p.imagine_rate for p in parts),
+    )
+    return joined, dict(decisions)
+
+
+def decision_profile(model: SentimentModel, data: Decisions) -> dict[str, float]:
+    """Imagine rate of late text with and without a recall that continues the utterance,
+    and the realised gain (MAE of skipping − of imagining) when the gate imagines or skips."""
+    gate = gate_decisions(model.fusion, data)
+    continues = data.inputs.quality[:, 1] > 0.5
+    text = gate[:, 0]
+    gain = data.errors(torch.zeros_like(gate)) - data.errors(
+        data.missing & torch.tensor([True, False, False])
+    )
+    out = {
+        "imagine_rate_recall_continues": float(text[continues].float().mean()),
+        "imagine_rate_recall_older_utterance": float(text[~continues].float().mean()),
+        "gain_when_imagined": float(gain[text].mean()) if bool(text.any()) else math.nan,
+        "gain_when_skipped": float(gain[~text].mean()) if bool((~text).any()) else math.nan,
+    }
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/engine.yaml"))
+    parser.add_argument("--checkpoint", type=Path, help="default: the engine's")
+    parser.add_argument("--seeds", default="1,2,3,4,5")
+    parser.add_argument("--out", type=Path, default=Path("docs/ablation-spoken.md"))
+    parser.add_argument(
+        "--ship", type=Path, help="then fit on every video and write the checkpoint here"
+    )
+    args = parser.parse_args(argv)
+    from .run import load_for_eval
+
+    console = Console()
+    config = load_config(args.config)
+    torch.set_num_threads(config.train.threads)
+    checkpoint = args.checkpoint or EngineConfig().checkpoint
+    model, extra, encoder = load_for_eval(checkpoint)
+    dims = dict(model.fusion.config.input_dims)
+    (records,) = config_records(config, "valid")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    study, profiles = [], []
+    for seed in seeds:
+        pairs = late_pairs(records, encoder, config.engine, seed)
+        judged, profile = study_seed(model, pairs, dims, seed)
+        study.append({"late text": judged})
+        profiles.append(profile)
+        console.print(f"seed {seed}: {len(pairs)} late windows, " + json.dumps(profile))
+    intervals = bootstrap(study, shared=True)
+    ranking = {
+        "auroc": statistics.fmean(
+            auroc(s["late text"].predicted, s["late text"].realised > 0) for s in study
+        ),
+        "spearman": statistics.fmean(
+            spearman(s["late text"].predicted, s["late text"].realised) for s in study
+        ),
+    }
+    profile = {k: statistics.fmean(p[k] for p in profiles) for k in profiles[0]}
+    report = _report(study, intervals, ranking, profile, args, checkpoint)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"intervals": intervals, "ranking": ranking, "decisions": profile}, indent=2)
+        + "\n"
+    )
+    plot_study(
+        study,
+        args.out.with_suffix(".png"),
+        "late text, spoken MOSI valid (held-out halves)",
+        METHODS,
+    )
+    print(report)
+    if args.ship:
+        pairs = late_pairs(records, encoder, config.engine, seeds[0])
+        fit = fit_evaluator(model.fusion, score_pairs(model, pairs, dims), seed=seeds[0])
+        card = _card(extra.get("card", ""), fit, profile, intervals, args)
+        extra = {**extra, "card": card}
+        save_sentiment_model(args.ship, model, extra)
+        args.ship.with_suffix(".md").write_text(card)
+        console.print(f"wrote {args.ship}")
+
+
+def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
+    lines = [
+        "# Late text on spoken MOSI valid: the evaluator on real engine windows",
+        "",
+        f"Made by `python -m stream_mmsa.train.late_text --config {args.config.as_posix()} "
+        f"--seeds {args.seeds}` with the frozen backbone of `{checkpoint.name}`. Windows: the "
+        "engine's own on MOSI valid transcripts spoken by espeak-ng (train/spoken.py), a "
+        "video's utterances back to back; each window with words made late with a recogniser "
+        f"lag drawn from {', '.join(map(str, LAGS))} s, recalling the latest text ready by "
+        "then (train/late_text.py). Per seed, 2-fold by video: the evaluator and τ are fitted "
+        "on one half and judged on the other, both ways. Mean |error| per window, lower is "
+        "better; the lag draw is simulated, the text, audio and recognition errors are real.",
+        "",
+        *table(study, METHODS),
+        "",
+        "Paired bootstrap over utterances (2000 draws, every seed resampled in each draw):",
+        "",
+        *interval_lines(intervals),
+        "",
+        verdict(intervals),
+        "",
+        f"Evaluator score vs realised gain of imagining the text: AUROC {ranking['auroc']:.3f}, "
+        f"Spearman {ranking['spearman']:.3f}. Late text is imagined (from the recall) in "
+        f"{100 * profile['imagine_rate_recall_continues']:.0f} % of windows whose recall "
+        "continues the utterance and "
+        f"{100 * profile['imagine_rate_recall_older_utterance']:.0f} % of the others; "
+        f"realised gain when imagined {profile['gain_when_imagined']:+.3f}, when skipped "
+        f"{profile['gain_when_skipped']:+.3f} MAE.",
+        "",
+        f"![mean |error| per method]({args.out.with_suffix('.png').name})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _card(card: str, fit, profile, intervals, args) -> str:
+    """The checkpoint's card with its evaluator section replaced by what was fitted now."""
+    kept = []
+    skipping = False
+    for line in card.splitlines():
+        if line.startswith(("- Evaluator", "- Decisions", "- Reliance")):
+            skipping = True
+            continue
+        if skipping and line.startswith("  "):
+            continue
+        skipping = False
+        kept.append(line)
+    gate = intervals["gate - fixed"]
+    older = 100 * profile["imagine_rate_recall_older_utterance"]
+    tau = torch.tensor(fit.calibration.tau)
+    rules = []
+    for j, modality in enumerate(MODALITIES):
+        per = []
+        for pattern in range(1, 8):
+            if pattern >> j & 1 or pattern not in fit.calibration.per_pattern:
+                continue
+            present = "+".join(m for k, m in enumerate(MODALITIES) if pattern >> k & 1)
+            t = float(tau[pattern, j])
+            rule = "never" if t == math.inf else "always" if t == -math.inf else f"score > {t:.2f}"
+            per.append(f"{present} {rule}")
+        if per:
+            rules.append(f"  {modality} missing, imagined when: " + "; ".join(per) + ".")
+    kept += [
+        "- Evaluator (evaluate, then generate): fitted on a frozen backbone by "
+        f"`python -m stream_mmsa.train.late_text --ship` on {fit.samples} late-text windows of",
+        "  spoken MOSI valid (every video; expected error of the gated mixture "
+        f"{fit.expected_error_start:.3f} → {fit.expected_error_end:.3f}). Imagined late text is",
+        "  the session's recalled text; rules it settled on:",
+        *rules,
+        "- Decisions on spoken MOSI valid, held-out halves (docs/ablation-spoken.md): late text",
+        f"  imagined in {100 * profile['imagine_rate_recall_continues']:.0f} % of windows whose "
+        f"recall continues the utterance, {older:.0f} % of the others; realised",
+        f"  gain when imagined {profile['gain_when_imagined']:+.3f} MAE, when skipped "
+        f"{profile['gain_when_skipped']:+.3f}; gate − better fixed policy "
+        f"{gate['difference']:+.3f} [{gate['ci95_low']:+.3f}, {gate['ci95_high']:+.3f}].",
+    ]
+    return "\n".join(kept) + "\n"
+
+
+if __name__ == "__main__":
+    main()
