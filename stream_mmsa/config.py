@@ -7,7 +7,7 @@ loudly with the list of valid keys instead of being silently ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -245,9 +245,12 @@ def _explain(error: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             section = Config
-            for part in err["loc"][:-1]:
+            for part in err["loc"][:-1]:  # list indices match no field and are passed over
                 field = section.model_fields.get(str(part))
-                section = field.annotation if field else section
+                if field:
+                    section = field.annotation
+                    if get_origin(section) is list:  # a list of sections: its items' keys
+                        section = get_args(section)[0]
             valid = ", ".join(getattr(section, "model_fields", {}))
             lines.append(f"  {where}: unknown key (valid keys here: {valid})")
         else:

@@ -17,12 +17,10 @@ from chromium import Chromium, Tab, chromium_binary, fake_devices
 from conftest import AUTH, TOKEN
 from serving import Server, serve
 
+from stream_mmsa.config import ConfigError, load_config
 from stream_mmsa.events import NEUTRAL_BAND
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed"),
-]
+browser = pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed")
 
 ICE = [
     {"urls": ["stun:127.0.0.1:3478"]},
@@ -72,6 +70,21 @@ async def _click(tab: Tab, button: str) -> None:
     await tab.evaluate(f"document.getElementById({button!r}).click()")
 
 
+@pytest.mark.parametrize(
+    ("servers", "problem"),
+    [
+        ('[{urls: ["http://stun.example.org"]}]', "must start with one of"),
+        ('[{urls: ["turn:turn.example.org:3478"]}]', "needs a username and a credential"),
+        ("[{urls: []}]", "at least 1 item"),
+        ('[{url: "stun:stun.example.org"}]', r"url: unknown key \(valid keys here: urls"),
+    ],
+)
+def test_ice_servers_are_checked_with_a_clear_error(servers: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_config(overrides=[f"server.ice_servers={servers}"])
+
+
+@pytest.mark.slow
 def test_page_config_needs_the_token_and_carries_the_ice_servers(server: Server) -> None:
     async def check() -> None:
         async with aiohttp.ClientSession() as http:
@@ -83,6 +96,8 @@ def test_page_config_needs_the_token_and_carries_the_ice_servers(server: Server)
     asyncio.run(check())
 
 
+@pytest.mark.slow
+@browser
 def test_audio_only_without_a_camera_with_stop_start_and_mute(
     server: Server, devices: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -143,6 +158,8 @@ def test_audio_only_without_a_camera_with_stop_start_and_mute(
     asyncio.run(check())
 
 
+@pytest.mark.slow
+@browser
 def test_denied_camera_then_microphone_then_both(
     server: Server, devices: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -185,6 +202,8 @@ def test_denied_camera_then_microphone_then_both(
     asyncio.run(check())
 
 
+@pytest.mark.slow
+@browser
 def test_plain_http_from_another_machine_says_so_and_the_room_view_still_works(
     server: Server, devices: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -207,6 +226,8 @@ def test_plain_http_from_another_machine_says_so_and_the_room_view_still_works(
     asyncio.run(check())
 
 
+@pytest.mark.slow
+@browser
 def test_room_view_draws_every_participant(
     server: Server, devices: tuple[Path, Path], tmp_path: Path
 ) -> None:
