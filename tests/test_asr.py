@@ -126,7 +126,14 @@ def regular_words(count: int, start: float = 0.0, every: float = 0.25) -> list[t
 
 
 def fast_config(**overrides: object) -> AsrConfig:
-    base = {"step_s": CHUNK_S, "min_window_s": CHUNK_S, "vad": False}
+    """A step per chunk; commits by agreement and a 2.5 s horizon only, unless overridden."""
+    base = {
+        "step_s": CHUNK_S,
+        "min_window_s": CHUNK_S,
+        "vad": False,
+        "stability_s": 2.5,
+        "sure_prob": 1.1,
+    }
     return AsrConfig(**{**base, **overrides})
 
 
@@ -231,6 +238,18 @@ def test_stability_horizon_commits_words_that_never_agree() -> None:
     core = TranscriberCore(Scripted(*flip), fast_config(stability_s=2.0, max_window_s=20.0))
     finals = [w for u in run(core, noise(4.0)) for w in u.final]
     assert finals and finals[0].start == 0.0
+
+
+def test_sure_words_commit_at_first_sight_away_from_the_window_end() -> None:
+    heard = [
+        Word("sure", 0.0, 0.2, 0.9),
+        Word("unsure", 0.2, 0.3, 0.4),
+        Word("late", 0.35, 0.5, 0.9),  # ends 0.01 s before the window end
+    ]
+    core = TranscriberCore(Scripted(heard), fast_config(sure_prob=0.7, sure_s=0.2))
+    update = core.push(AudioChunk(noise(CHUNK_S), 0.0))
+    assert texts(update.final) == ["sure"]  # no agreement needed, and none after an unsure one
+    assert texts(update.interim) == ["unsure", "late"]
 
 
 def test_loop_in_a_hypothesis_is_cut_before_commit() -> None:
@@ -412,7 +431,7 @@ def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="max_pending_s"):
         AsrConfig(max_pending_s=1.0, resume_s=2.0)
     with pytest.raises(ValueError, match="30 s"):
-        AsrConfig(max_window_s=27.0)
+        AsrConfig(max_window_s=27.5)
 
 
 # --------------------------------------------------------------------------- asyncio face
@@ -505,6 +524,18 @@ def test_missing_model_error_names_the_options(offline_env: Path) -> None:
     message = str(error.value)
     assert "model_path" in message and "faster-whisper-tiny.en" in message
     assert "no_such_weights_pkg" in message and "HF_HUB_OFFLINE" in message
+
+
+@pytest.mark.parametrize(
+    ("samples", "padding"), [(16000, 32000), (12345, 16000), (3000, 200), (3000, 199), (100, 32000)]
+)
+def test_log_mel_matches_faster_whispers_features(samples: int, padding: int) -> None:
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    extractor = FeatureExtractor()
+    audio = np.random.default_rng(samples).normal(0, 0.1, samples).astype(np.float32)
+    expected = extractor(audio, padding=padding)
+    assert asr_whisper.log_mel(extractor, audio, padding) == pytest.approx(expected, abs=1e-6)
 
 
 def test_wer() -> None:

@@ -122,9 +122,9 @@ def benchmark_streaming_asr(
     )
     audio = load_audio(wav_path)
     duration = len(audio) / AUDIO_RATE
-    passes = [_stream_once(model, config, audio, chunk_seconds) for _ in range(runs)]
-    offline_times, offline_cpu, default_times, offline_text = [], [], [], ""
-    for _ in range(runs):
+    passes, offline_times, offline_cpu, default_times, offline_text = [], [], [], [], ""
+    for _ in range(runs):  # interleaved, so a change in the machine's load hits both alike
+        passes.append(_stream_once(model, config, audio, chunk_seconds))
         started, cpu_started = time.perf_counter(), time.process_time()
         segments, _ = model.whisper.transcribe(audio, beam_size=1, temperature=0.0)
         offline_text = " ".join(s.text.strip() for s in segments)  # the generator decodes here

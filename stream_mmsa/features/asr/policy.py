@@ -49,7 +49,8 @@ class TranscriberCore:
     is open, every `step_s` the window [buffer start, now] is decoded with the committed words
     inside it forced as prefix; the new words are compared with the previous step's new words
     and their longest common prefix is committed (LocalAgreement-2), as are words that ended
-    more than `stability_s` before the window end. Then the buffer is cut in the gap before
+    more than `stability_s` before the window end and sure words (`sure_prob`) that ended
+    `sure_s` before it. Then the buffer is cut in the gap before
     the committed words older than `context_s`, so the window stays about
     context + uncommitted tail. Without a VAD (`vad=None`) all audio counts as speech.
 
@@ -198,7 +199,10 @@ class TranscriberCore:
         hyp = self._decode(end)
         self._last_step = end
         n = agreed_prefix(self._hyp, hyp)
-        while n < len(hyp) and hyp[n].end <= end - cfg.stability_s:
+        while n < len(hyp) and (
+            hyp[n].end <= end - cfg.stability_s
+            or (hyp[n].prob >= cfg.sure_prob and hyp[n].end <= end - cfg.sure_s)
+        ):
             n += 1
         self._commit(hyp[:n])
         self._hyp = hyp[n:]

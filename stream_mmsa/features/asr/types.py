@@ -63,20 +63,33 @@ class AsrStats:
 
 @dataclass(frozen=True, slots=True)
 class AsrConfig:
-    """Streaming ASR settings; the defaults meet the budget in DESIGN.md on 2 CPU cores."""
+    """Streaming ASR settings; the defaults meet the budget in DESIGN.md on 2 CPU cores.
+
+    The defaults were chosen on continuous speech (`benchmarks/bench_asr.py --clips
+    continuous`), where every decode costs about the same and so compute follows the decodes
+    per second: one per second of speech, with words committed on agreement, at first sight
+    when sure, or at the pause that ends a sentence, kept the median commit under 1.5 s.
+    """
 
     model: str = DEFAULT_MODEL
     model_path: str | None = None
     cpu_threads: int = 2
     compute_type: str = "int8"
-    step_s: float = 0.5
-    """Decode after this much new speech: the main latency/compute trade-off."""
+    step_s: float = 1.0
+    """Decode after this much new speech: the main latency/compute trade-off (0.5 s cost
+    1.6 decodes per second of continuous speech, 1 s one)."""
     min_window_s: float = 1.0
     """First decode of an utterance waits for this much audio; shorter windows mostly loop."""
-    context_s: float = 1.0
-    """Committed audio kept before the tail and forced as decoder prefix (0: cut at commits)."""
-    stability_s: float = 2.5
+    context_s: float = 0.5
+    """Committed audio kept before the tail and forced as decoder prefix (0: cut at commits).
+    Each forced token costs a decoder step, as a new one does."""
+    stability_s: float = 1.0
     """Words ending this long before the window end are committed even without agreement."""
+    sure_prob: float = 0.7
+    """Words this probable that end `sure_s` before the window end commit at first sight
+    (above 1: never):
+    with a decode per second, waiting for a second agreeing one costs a second of latency."""
+    sure_s: float = 0.4
     max_window_s: float = 12.0
     """Hard bound on the decoded window when nothing can be committed (e.g. music as speech)."""
     max_pending_s: float | None = 8.0
@@ -86,17 +99,18 @@ class AsrConfig:
     prompt_chars: int = 200
     vad: bool = True
     vad_threshold: float = 0.5
-    min_silence_s: float = 0.5
+    min_silence_s: float = 0.3
     """Silence that ends an utterance (and commits its tail)."""
     min_speech_s: float = 0.2
     """Utterances with less speech than this (clicks, coughs) are dropped undecoded."""
-    speech_pad_s: float = 0.25
+    speech_pad_s: float = 0.2
     """Audio kept before speech onset and after its end, as Silero's own pad."""
     max_gap_fill_s: float = MAX_GAP_FILL_S
     """Gaps in the input up to this long are filled with silence; longer ones end the utterance."""
-    pad_s: float = 2.0
+    pad_s: float = 1.0
     """Silence appended to each window: without it Whisper does not see the speech end and
-    loops on short windows (12 of 20 test windows looped unpadded, 1 of 20 with 2 s)."""
+    loops on short windows (12 of 20 test windows looped unpadded, 1 of 20 with 2 s); 1 s
+    keeps the continuous-speech WER and encodes a third less per window than 2 s."""
     max_tokens_per_s: float = 7.0
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
@@ -107,8 +121,10 @@ class AsrConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"asr {name} must be > 0")
-        if min(self.context_s, self.speech_pad_s, self.max_gap_fill_s, self.pad_s) < 0:
-            raise ValueError("asr context_s, speech_pad_s, max_gap_fill_s, pad_s must be >= 0")
+        if min(self.context_s, self.speech_pad_s, self.max_gap_fill_s, self.pad_s, self.sure_s) < 0:
+            raise ValueError(
+                "asr context_s, speech_pad_s, max_gap_fill_s, pad_s, sure_s must be >= 0"
+            )
         if self.speech_pad_s > self.min_silence_s:
             raise ValueError("asr speech_pad_s must not exceed min_silence_s")
         if self.max_window_s + self.pad_s > 28.0:
