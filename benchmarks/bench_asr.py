@@ -1,7 +1,7 @@
 """Streaming ASR against the DESIGN.md budget: compute per audio second, latency, WER.
 
     .venv/bin/python benchmarks/bench_asr.py [--clips continuous,espeak,mosi] [--chunk 0.5]
-        [--runs 3] [--wav FILE --text REF] [--save DIR]
+        [--runs 3] [--wav FILE --text REF] [--save DIR] [--set FIELD=VALUE]
 
 Clips, made at run time: `continuous`, ~60 s of MOSI valid transcripts in four espeak-ng
 voices with 0.7 s gaps (../shared/data/mosi/label.csv; --save DIR keeps it with its sidecar,
@@ -70,10 +70,18 @@ def main() -> None:
     parser.add_argument("--wav", type=Path, help="an extra file to measure")
     parser.add_argument("--text", help="reference transcript of --wav")
     parser.add_argument("--save", type=Path, help="keep the continuous clip in this directory")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="an AsrConfig number other than the default (repeatable), e.g. step_s=1.25",
+    )
     args = parser.parse_args()
     clips = {c.strip() for c in args.clips.split(",") if c.strip()}
 
-    config = AsrConfig()
+    overrides = dict(s.split("=", 1) for s in args.set)
+    config = AsrConfig(**{k: int(v) if v.isdigit() else float(v) for k, v in overrides.items()})
     model = load_asr_model(config.model, config.model_path, cpu_threads=config.cpu_threads)
     measure = dict(runs=args.runs, model=model, config=config)
     results = []
@@ -104,7 +112,9 @@ def main() -> None:
 
     print(
         f"\ntiny.en {config.compute_type}, {config.cpu_threads} threads, chunks of {args.chunk} s, "
-        f"step {config.step_s} s, medians of {args.runs} runs\n"
+        f"step {config.step_s} s, medians of {args.runs} runs"
+        + (f", set {' '.join(args.set)}" if args.set else "")
+        + "\n"
     )
     print("| " + " | ".join(name for name, _, _ in COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
