@@ -24,6 +24,7 @@ from ..model.evaluator import fit_evaluator, score_decisions
 from .datasets import MultimodalDataset, make_loader
 from .gate_study import METHODS, Judged, auroc, bootstrap, fit_plain, judge, spearman
 from .protocols import Both, MissingProtocol, ModalityPattern, TemporalMissing
+from .readme import write_block
 from .run import build_model
 from .synthetic import make_synthetic
 from .trainer import fit
@@ -82,22 +83,42 @@ def _study_seed(
 
 def run_ablation(config_path: Path, seeds: list[int], out: Path, console: Console) -> str:
     """Every seed's study, a markdown report with intervals, a plot and a JSON of figures."""
-    study = []
+    study, cosines = [], []
     for seed in seeds:
         config = load_config(config_path, [f"seed={seed}"])
         torch.set_num_threads(config.train.threads)
         splits = make_synthetic(*config.data.synthetic_sizes, seed=config.seed)
-        study.append(_study_seed(config, splits, console))
+        judged, cos = _study_seed(config, splits, console)
+        study.append(judged)
+        cosines.append(cos)
     intervals = bootstrap(study)
     ranking = _ranking(study)
-    report = _report(study, intervals, ranking, seeds, config_path, out.with_suffix(".png").name)
+    cosine = {m: statistics.fmean(c[m] for c in cosines) for m in cosines[0]}
+    report = _report(study, intervals, ranking, cosine, seeds, config_path, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
-    out.with_suffix(".json").write_text(
-        json.dumps({"intervals": intervals, "ranking": ranking}, indent=2) + "\n"
-    )
+    figures = {"intervals": intervals, "ranking": ranking, "private_prompt_cosine": cosine}
+    out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+    command = f"stream-mmsa ablation --config {Path(config_path).as_posix()}"
+    write_block(Path("README.md"), "ablation-synthetic", summary(figures, command, out))
     plot_study(study, out.with_suffix(".png"), "synthetic benchmark, test split")
     return report
+
+
+def summary(figures: dict, command: str, out: Path) -> str:
+    """The README's lines for one study, from its figures file."""
+    mean, gate = figures["intervals"]["mean"], figures["intervals"]["gate - fixed"]
+    plain = figures["intervals"]["gate - plain"]
+    ranking = figures["ranking"]
+    rank = ranking.get("spearman_mean", ranking.get("spearman"))
+    methods = " · ".join(f"{k} {mean[k]:.3f}" for k in (*METHODS, "no prompts") if k in mean)
+    return (
+        f"`{command}` → [{out.as_posix()}]({out.as_posix()}): mean |error| {methods}. "
+        f"Gate − better fixed policy {gate['difference']:+.3f} (95 % CI "
+        f"[{gate['ci95_low']:+.3f}, {gate['ci95_high']:+.3f}]); gate − plain "
+        f"{plain['difference']:+.3f} [{plain['ci95_low']:+.3f}, {plain['ci95_high']:+.3f}]; "
+        f"Spearman of the evaluator's score with the realised gain {rank:.2f}."
+    )
 
 
 def _ranking(study) -> dict[str, float]:

@@ -154,7 +154,8 @@ Study = Sequence[dict[str, Judged]]
 def _mean_errors(study: Study, picks: Sequence[dict[str, np.ndarray]] | None) -> dict[str, float]:
     """Mean |error| per method (settings averaged, then seeds), and "fixed": per setting the
     better of always and never on these very samples (the strongest fixed policy)."""
-    totals = {k: 0.0 for k in (*METHODS, "fixed")}
+    methods = next(iter(study[0].values())).errors
+    totals = {k: 0.0 for k in (*methods, "fixed")}
     for i, seed in enumerate(study):
         for setting, judged in seed.items():
             rows = None if picks is None else picks[i][setting]

@@ -40,9 +40,10 @@ from ..model.evaluator import Decisions, fit_evaluator, gate_decisions, score_de
 from ..model.quality import Recall, quality_signals
 from ..model.sentiment import SentimentModel, save_sentiment_model
 from ..model.types import MODALITIES
-from .ablation import interval_lines, plot_study, table, verdict
+from .ablation import interval_lines, plot_study, summary, table, verdict
 from .datasets import Sample, TextRecord, collate
 from .gate_study import METHODS, Judged, auroc, bootstrap, fit_plain, judge, spearman
+from .readme import write_block
 from .spoken import _has_text, _load, config_records, featurize
 
 LAGS = (2.0, 2.5, 3.0, 3.5, 4.0)
@@ -243,10 +244,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = _report(study, intervals, ranking, profile, args, checkpoint)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(
-        json.dumps({"intervals": intervals, "ranking": ranking, "decisions": profile}, indent=2)
-        + "\n"
-    )
+    figures = {"intervals": intervals, "ranking": ranking, "decisions": profile}
+    args.out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+    command = f"python -m stream_mmsa.train.late_text --config {args.config.as_posix()}"
+    write_block(Path("README.md"), "ablation-spoken", summary(figures, command, args.out))
     plot_study(
         study,
         args.out.with_suffix(".png"),

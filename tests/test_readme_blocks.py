@@ -1,0 +1,21 @@
+"""Commands rewrite only their own README block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stream_mmsa.train.readme import write_block
+
+
+def test_only_the_named_block_changes(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n<!-- a -->\nold a\n<!-- /a -->\nmiddle\n<!-- b -->\nold b\n<!-- /b -->\n"
+    )
+    assert write_block(readme, "a", "new a\nsecond line")
+    assert readme.read_text() == (
+        "intro\n<!-- a -->\nnew a\nsecond line\n<!-- /a -->\n"
+        "middle\n<!-- b -->\nold b\n<!-- /b -->\n"
+    )
+    assert not write_block(readme, "c", "nothing")
+    assert not write_block(tmp_path / "missing.md", "a", "x")
