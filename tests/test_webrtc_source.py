@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 
+from stream_mmsa.config import IceServer
 from stream_mmsa.media.frames import AUDIO_RATE, AudioChunk, VideoFrame
 from stream_mmsa.sinks.websocket import Subscription
 from stream_mmsa.transports.webrtc import TrackSource
+from stream_mmsa.transports.webrtc.gateway import rtc_configuration
 
 
 class SilentTrack(MediaStreamTrack):
@@ -112,3 +114,15 @@ def test_subscriptions_by_session_room_and_resume_points() -> None:
     for bad in (_Query(after=["3"]), _Query(session=["a"], after=["x"]), _Query(after=["a:-5"])):
         with pytest.raises(ValueError):
             Subscription.from_query(bad)
+
+
+def test_the_server_side_uses_the_configured_ice_servers() -> None:
+    assert rtc_configuration([]) is None
+    stun = IceServer(urls=["stun:stun.example.org:3478"])
+    turn = IceServer(urls=["turn:turn.example.org:3478"], username="u", credential="c")
+    servers = rtc_configuration([stun, turn]).iceServers
+    assert [s.urls for s in servers] == [
+        ["stun:stun.example.org:3478"],
+        ["turn:turn.example.org:3478"],
+    ]
+    assert (servers[1].username, servers[1].credential) == ("u", "c")

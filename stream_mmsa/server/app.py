@@ -182,6 +182,7 @@ def build_app(runtime: Runtime, config: ServerConfig, token: str) -> web.Applica
         max_sessions=config.max_sessions,
         idle_timeout=config.idle_timeout,
         max_message_bytes=config.max_message_bytes,
+        ice_servers=config.ice_servers,
     )
     metrics.watch(gateway, hub, runtime.worker)
     app = web.Application(

@@ -16,10 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...config import IceServer
 from ...engine import Runtime, Session
 from ...sinks.base import Sink
 from ...sinks.group import SinkGroup
@@ -80,6 +87,19 @@ class Peer:
     task: asyncio.Task[None] | None = None
 
 
+def rtc_configuration(servers: Sequence[IceServer]) -> RTCConfiguration | None:
+    """The server's side of each call uses the STUN/TURN servers the page gets: behind NAT
+    it needs candidates of its own through them. None (aiortc's default) when none is set."""
+    if not servers:
+        return None
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in servers
+        ]
+    )
+
+
 class WebRTCGateway:
     """Accepts offers up to `max_sessions` concurrent sessions, runs and cleans them up.
 
@@ -95,8 +115,10 @@ class WebRTCGateway:
         max_sessions: int = 8,
         idle_timeout: float = 10.0,
         max_message_bytes: int = 4096,
+        ice_servers: Sequence[IceServer] = (),
     ) -> None:
         self.runtime = runtime
+        self.configuration = rtc_configuration(ice_servers)
         self.sinks = tuple(sinks)
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
@@ -141,7 +163,7 @@ class WebRTCGateway:
         return total
 
     async def _connect(self, offer: OfferRequest) -> Peer:
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(self.configuration)
         tracks: list[MediaStreamTrack] = []
         events = DataChannelSink()
         pc.on("track", tracks.append)
