@@ -111,7 +111,7 @@ def summary(figures: dict, command: str, out: Path) -> str:
     plain = figures["intervals"]["gate - plain"]
     ranking = figures["ranking"]
     rank = ranking.get("spearman_mean", ranking.get("spearman"))
-    methods = " · ".join(f"{k} {mean[k]:.3f}" for k in (*METHODS, "no prompts") if k in mean)
+    methods = " · ".join(f"{k} {v:.3f}" for k, v in mean.items() if k != "fixed")
     return (
         f"`{command}` → [{out.as_posix()}]({out.as_posix()}): mean |error| {methods}. "
         f"Gate − better fixed policy {gate['difference']:+.3f} (95 % CI "

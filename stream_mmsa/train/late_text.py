@@ -43,6 +43,7 @@ from ..model.types import MODALITIES
 from .ablation import interval_lines, plot_study, summary, table, verdict
 from .datasets import Sample, TextRecord, collate
 from .gate_study import METHODS, Judged, auroc, bootstrap, fit_plain, judge, spearman
+from .protocols import ModalityPattern
 from .readme import write_block
 from .spoken import _has_text, _load, config_records, featurize
 
@@ -131,17 +132,34 @@ def late_pairs(
     return pairs
 
 
+TEACHER = "gate (teacher)"
+"""The gate of an evaluator fitted to the complete flow's predictions instead of the labels."""
+COLUMNS = (*METHODS, TEACHER)
+SHIP_PATTERNS = ("missing_vision", "missing_audio")
+"""What `--ship` also fits on, dropped from the windows: no face, no microphone."""
+
+
 def score_pairs(
-    model: SentimentModel, pairs: Sequence[LatePair], dims: dict[str, int]
+    model: SentimentModel,
+    pairs: Sequence[LatePair],
+    dims: dict[str, int],
+    also: Sequence[str] = (),
 ) -> Decisions:
-    """Every decision scored by the frozen model, in the order of `pairs`."""
+    """Every decision scored by the frozen model, in the order of `pairs`; with `also`,
+    followed by the complete and the late windows with those patterns applied."""
     batches = []
+    gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for start in range(0, len(pairs), 256):
             chunk = pairs[start : start + 256]
             complete = collate([p.complete for p in chunk], dims)
             late = collate([p.late for p in chunk], dims)
-            batches.append((model.prepare(complete), model.prepare(late)))
+            variants = [late] + [
+                ModalityPattern(name).apply(batch, gen)
+                for name in also
+                for batch in (complete, late)
+            ]
+            batches += [(model.prepare(complete), model.prepare(v)) for v in variants]
     return score_decisions(model.fusion, batches)
 
 
@@ -153,8 +171,9 @@ def _halves(videos: list[str], seed: int) -> tuple[set[str], set[str]]:
 
 def study_seed(
     model: SentimentModel, pairs: list[LatePair], dims: dict[str, int], seed: int
-) -> tuple[Judged, dict[str, float]]:
-    """2-fold by video: fit on one half, judge on the other; both held-out halves joined."""
+) -> tuple[Judged, torch.Tensor]:
+    """2-fold by video: fit on one half, judge on the other; both held-out halves joined,
+    with their decisions (`decided`)."""
     data = score_pairs(model, pairs, dims)
     videos = np.array([p.video for p in pairs])
     utterances = {u: i for i, u in enumerate(sorted({p.utterance for p in pairs}))}
@@ -162,7 +181,7 @@ def study_seed(
     state = {k: v.clone() for k, v in model.fusion.evaluator.state_dict().items()}
     tau = model.fusion.tau.clone()
     parts: list[Judged] = []
-    decisions: dict[str, float] = defaultdict(float)
+    decisions = []
     one, other = _halves(sorted(set(videos)), seed)
     for a, b in ((one, other), (other, one)):
         fit_rows = torch.from_numpy(np.isin(videos, list(a)))
@@ -171,37 +190,48 @@ def study_seed(
         fit_evaluator(model.fusion, fitted, seed=seed)
         plain = fit_plain(fitted, seed)
         held = data.rows(test_rows)
-        parts.append(judge(model.fusion, held, plain, groups[test_rows.numpy()]))
-        for key, value in decision_profile(model, held).items():
-            decisions[key] += value / 2
+        judged = judge(model.fusion, held, plain, groups[test_rows.numpy()])
+        decisions.append(decided(model, held))
+        fit_evaluator(model.fusion, fitted, target="teacher", seed=seed)
+        judged.errors[TEACHER] = held.errors(gate_decisions(model.fusion, held)).numpy()
+        parts.append(judged)
     model.fusion.evaluator.load_state_dict(state)
     model.fusion.tau.copy_(tau)
     joined = Judged(
-        {k: np.concatenate([p.errors[k] for p in parts]) for k in METHODS},
+        {k: np.concatenate([p.errors[k] for p in parts]) for k in COLUMNS},
         np.concatenate([p.groups for p in parts]),
         np.concatenate([p.predicted for p in parts]),
         np.concatenate([p.realised for p in parts]),
         statistics.fmean(p.imagine_rate for p in parts),
     )
-    return joined, dict(decisions)
+    return joined, torch.cat(decisions)
 
 
-def decision_profile(model: SentimentModel, data: Decisions) -> dict[str, float]:
-    """Imagine rate of late text with and without a recall that continues the utterance,
-    and the realised gain (MAE of skipping − of imagining) when the gate imagines or skips."""
+def decided(model: SentimentModel, data: Decisions) -> torch.Tensor:
+    """(N, 3) per window: the gate imagines the text (0/1), the recall continues the
+    utterance (0/1), and the realised gain of imagining it (MAE skipping − imagining)."""
     gate = gate_decisions(model.fusion, data)
-    continues = data.inputs.quality[:, 1] > 0.5
-    text = gate[:, 0]
     gain = data.errors(torch.zeros_like(gate)) - data.errors(
         data.missing & torch.tensor([True, False, False])
     )
-    out = {
-        "imagine_rate_recall_continues": float(text[continues].float().mean()),
-        "imagine_rate_recall_older_utterance": float(text[~continues].float().mean()),
-        "gain_when_imagined": float(gain[text].mean()) if bool(text.any()) else math.nan,
-        "gain_when_skipped": float(gain[~text].mean()) if bool((~text).any()) else math.nan,
+    continues = data.inputs.quality[:, 1] > 0.5
+    return torch.stack([gate[:, 0].float(), continues.float(), gain], 1)
+
+
+def decision_profile(rows: torch.Tensor) -> dict[str, float]:
+    """Imagine rate of late text with and without a recall that continues the utterance,
+    and the realised gain when the gate imagines or skips, over held-out windows."""
+    text, continues, gain = rows[:, 0] > 0.5, rows[:, 1] > 0.5, rows[:, 2]
+
+    def mean(x: torch.Tensor) -> float:
+        return float(x.float().mean()) if len(x) else math.nan
+
+    return {
+        "imagine_rate_recall_continues": mean(text[continues]),
+        "imagine_rate_recall_older_utterance": mean(text[~continues]),
+        "gain_when_imagined": mean(gain[text]),
+        "gain_when_skipped": mean(gain[~text]),
     }
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -227,9 +257,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     study, profiles = [], []
     for seed in seeds:
         pairs = late_pairs(records, encoder, config.engine, seed)
-        judged, profile = study_seed(model, pairs, dims, seed)
+        judged, rows = study_seed(model, pairs, dims, seed)
         study.append({"late text": judged})
-        profiles.append(profile)
+        profiles.append(rows)
+        profile = decision_profile(rows)
         console.print(f"seed {seed}: {len(pairs)} late windows, " + json.dumps(profile))
     intervals = bootstrap(study, shared=True)
     ranking = {
@@ -240,26 +271,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             spearman(s["late text"].predicted, s["late text"].realised) for s in study
         ),
     }
-    profile = {k: statistics.fmean(p[k] for p in profiles) for k in profiles[0]}
+    profile = decision_profile(torch.cat(profiles))
     report = _report(study, intervals, ranking, profile, args, checkpoint)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     figures = {"intervals": intervals, "ranking": ranking, "decisions": profile}
     args.out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
     command = f"python -m stream_mmsa.train.late_text --config {args.config.as_posix()}"
-    write_block(Path("README.md"), "ablation-spoken", summary(figures, command, args.out))
+    if args.checkpoint is None:  # the engine's own model: the README's figures
+        write_block(Path("README.md"), "ablation-spoken", summary(figures, command, args.out))
     plot_study(
         study,
         args.out.with_suffix(".png"),
         "late text, spoken MOSI valid (held-out halves)",
-        METHODS,
+        COLUMNS,
     )
     print(report)
     if args.ship:
         pairs = late_pairs(records, encoder, config.engine, seeds[0])
-        fit = fit_evaluator(model.fusion, score_pairs(model, pairs, dims), seed=seeds[0])
-        card = _card(extra.get("card", ""), fit, profile, intervals, args)
-        extra = {**extra, "card": card}
+        scored = score_pairs(model, pairs, dims, SHIP_PATTERNS)
+        fit = fit_evaluator(model.fusion, scored, seed=seeds[0])
+        card = _card(extra["model_card"], fit, profile, intervals, args)
+        extra = {**extra, "model_card": card}
         save_sentiment_model(args.ship, model, extra)
         args.ship.with_suffix(".md").write_text(card)
         console.print(f"wrote {args.ship}")
@@ -276,11 +309,14 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
         f"lag drawn from {', '.join(map(str, LAGS))} s, recalling the latest text ready by "
         "then (train/late_text.py). Per seed, 2-fold by video: the evaluator and τ are fitted "
         "on one half and judged on the other, both ways. Mean |error| per window, lower is "
-        "better; the lag draw is simulated, the text, audio and recognition errors are real.",
+        "better; the lag draw is simulated, the text, audio and recognition errors are real. "
+        f"`{TEACHER}`: the same evaluator fitted to the complete flow's predictions (the "
+        "window with its text ready) as pseudo labels instead of the labels.",
         "",
-        *table(study, METHODS),
+        *table(study, COLUMNS),
         "",
-        "Paired bootstrap over utterances (2000 draws, every seed resampled in each draw):",
+        "Paired bootstrap over utterances (2000 draws; the seeds hold the same utterances, so "
+        "each draw picks one set of utterances for all of them):",
         "",
         *interval_lines(intervals),
         "",
@@ -326,10 +362,14 @@ def _card(card: str, fit, profile, intervals, args) -> str:
             per.append(f"{present} {rule}")
         if per:
             rules.append(f"  {modality} missing, imagined when: " + "; ".join(per) + ".")
+    rules.append(
+        "  Every other case (no late-text window had it): never imagined, the gate closed."
+    )
     kept += [
         "- Evaluator (evaluate, then generate): fitted on a frozen backbone by "
-        f"`python -m stream_mmsa.train.late_text --ship` on {fit.samples} late-text windows of",
-        "  spoken MOSI valid (every video; expected error of the gated mixture "
+        f"`python -m stream_mmsa.train.late_text --ship` on {fit.samples} windows of spoken",
+        "  MOSI valid (every video; text late, and the windows with the face or the microphone",
+        "  removed, text late or not; expected error of the gated mixture "
         f"{fit.expected_error_start:.3f} → {fit.expected_error_end:.3f}). Imagined late text is",
         "  the session's recalled text; rules it settled on:",
         *rules,
