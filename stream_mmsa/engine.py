@@ -409,12 +409,14 @@ class Session:
     async def _with_text(self, window: Window) -> Window:
         """Token states for the window's transcript; no words means no text features.
 
-        A window without usable text carries the latest text the session had (recalled:
-        what the evaluator may imagine late text from) and the quality signals saying how
-        old it is and whether a pause has started a new utterance since.
+        A window whose text is late carries the latest text the session had (recalled:
+        what the evaluator may imagine it from) and the quality signals saying how old it
+        is and whether a pause has started a new utterance since.
         """
         if window.states["text"] not in USED_STATES or not window.transcript:
-            recall = self._recall
+            # Only late text is imagined from the recall: a window nobody spoke in has no
+            # words to stand in for (and the evaluator learnt on late text).
+            recall = self._recall if window.states["text"] == "late" else None
             gap = self.runtime.config.window.utterance_gap
             continues = recall is not None and not any(
                 end - max(start, recall.end) >= gap and end > recall.end
