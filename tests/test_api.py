@@ -27,6 +27,7 @@ from stream_mmsa import (
     SentimentEvent,
     SessionEvent,
     Source,
+    TranscriptEvent,
 )
 from stream_mmsa.cli import app
 from stream_mmsa.media.frames import AUDIO_RATE, AudioChunk, Frame, VideoFrame
@@ -327,7 +328,9 @@ def test_analyze_a_push_source_fed_from_another_task(scenarios) -> None:
     assert len(sentiments) >= 5
     assert all(e.modalities["vision"].state == "missing" for e in sentiments)
     assert any(e.modalities["audio"].action == "used" for e in sentiments)
-    assert any(e.transcript for e in sentiments)  # words recognised from the pushed audio
+    # words recognised from the pushed audio (whether they reach a window before it closes
+    # depends on how far the recogniser lags on the machine: the transcript events tell)
+    assert any(isinstance(e, TranscriptEvent) and e.words for e in events)
     last = events[-1]
     assert isinstance(last, SessionEvent) and (last.state, last.reason) == ("ended", "source ended")
 
