@@ -102,21 +102,22 @@ def stack_windows(batches: Sequence[MultimodalBatch]) -> MultimodalBatch:
         dims = {p.shape[-1] for p in parts}
         if len(dims) != 1:
             raise ValueError(f"modality {m!r} has different feature sizes: {sorted(dims)}")
-        total = sum(p.shape[0] for p in parts)
-        longest = max(p.shape[1] for p in parts)
-        first = parts[0]
-        x = first.new_zeros(total, longest, first.shape[-1])
-        mask = torch.zeros(total, longest, dtype=torch.bool, device=first.device)
-        row = 0
-        for p, b in zip(parts, batches, strict=True):
-            n, t = p.shape[:2]
-            x[row : row + n, :t] = p
-            mask[row : row + n, :t] = b.masks[m]
-            row += n
-        features[m], masks[m] = x, mask
+        features[m], masks[m] = _stack_padded(
+            [(p, b.masks[m]) for p, b in zip(parts, batches, strict=True)], batches
+        )
     labels = [b.labels for b in batches]
     ids = [b.ids for b in batches]
-    recalled, recalled_mask = _stack_recalled(batches, features["text"])
+    recalled = recalled_mask = None
+    if any(b.recalled is not None and b.recalled_mask is not None for b in batches):
+        recalled, recalled_mask = _stack_padded(
+            [
+                None
+                if b.recalled is None or b.recalled_mask is None
+                else (b.recalled, b.recalled_mask)
+                for b in batches
+            ],
+            batches,
+        )
     quality = [b.quality for b in batches]
     return MultimodalBatch(
         features=features,
@@ -130,23 +131,24 @@ def stack_windows(batches: Sequence[MultimodalBatch]) -> MultimodalBatch:
     )
 
 
-def _stack_recalled(
-    batches: Sequence[MultimodalBatch], text: Tensor
-) -> tuple[Tensor | None, Tensor | None]:
-    """The batches' recalled text padded to the longest; None when no batch has any."""
-    if all(b.recalled is None or b.recalled_mask is None for b in batches):
-        return None, None
-    longest = max(1, *(b.recalled.shape[1] for b in batches if b.recalled is not None))
-    x = text.new_zeros(len(text), longest, text.shape[-1])
-    mask = torch.zeros(len(text), longest, dtype=torch.bool, device=text.device)
+def _stack_padded(
+    parts: Sequence[tuple[Tensor, Tensor] | None], batches: Sequence[MultimodalBatch]
+) -> tuple[Tensor, Tensor]:
+    """Per batch (x (n, t, D), mask (n, t)), or None for all-padding rows: zero-padded to
+    the longest t and concatenated along the batch axis -> (Σn, T, D), (Σn, T)."""
+    present = [p for p in parts if p is not None]
+    first = present[0][0]
+    longest = max(x.shape[1] for x, _ in present)
+    total = sum(b.batch_size for b in batches)
+    x = first.new_zeros(total, longest, first.shape[-1])
+    mask = torch.zeros(total, longest, dtype=torch.bool, device=first.device)
     row = 0
-    for b in batches:
-        n = b.batch_size
-        if b.recalled is not None and b.recalled_mask is not None:
-            t = b.recalled.shape[1]
-            x[row : row + n, :t] = b.recalled
-            mask[row : row + n, :t] = b.recalled_mask
-        row += n
+    for part, b in zip(parts, batches, strict=True):
+        if part is not None:
+            t = part[0].shape[1]
+            x[row : row + b.batch_size, :t] = part[0]
+            mask[row : row + b.batch_size, :t] = part[1]
+        row += b.batch_size
     return x, mask
 
 

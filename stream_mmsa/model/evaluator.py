@@ -35,6 +35,11 @@ SUBSETS = torch.tensor([[(s >> j) & 1 for j in range(3)] for s in range(8)], dty
 """(8, 3): every combination of imagined modalities; row s imagines modality j iff bit j."""
 
 
+def subset_index(imagined: Tensor) -> Tensor:
+    """(N, 3) bool imagined modalities -> (N,) their row of SUBSETS."""
+    return (imagined.long() * torch.tensor([1, 2, 4], device=imagined.device)).sum(-1)
+
+
 @dataclass
 class EvaluatorInputs:
     """What the evaluator reads, all known before any generator runs (detached).
@@ -48,8 +53,12 @@ class EvaluatorInputs:
     quality: Tensor
     pattern: Tensor
 
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The fields in order (asdict would deep-copy every tensor)."""
+        return self.available, self.recalled, self.quality, self.pattern
+
     def rows(self, index: Tensor) -> EvaluatorInputs:
-        return EvaluatorInputs(*(x[index] for x in asdict(self).values()))
+        return EvaluatorInputs(*(x[index] for x in self.tensors()))
 
 
 class MissingModalityEvaluator(nn.Module):
@@ -101,9 +110,7 @@ class ThresholdCalibration:
 
 def _abs_errors(pred: Tensor, label: Tensor, gain: Tensor, missing: Tensor, tau: Tensor) -> Tensor:
     """(N,) |error| when each missing m is imagined iff gain > τ_m; pred (N, 8) per subset."""
-    imagine = missing & (gain > tau)
-    subset = (imagine.long() * torch.tensor([1, 2, 4])).sum(-1)
-    chosen = pred.gather(1, subset[:, None]).squeeze(1)
+    chosen = pred.gather(1, subset_index(missing & (gain > tau))[:, None]).squeeze(1)
     return (chosen - label).abs().double()
 
 
@@ -177,11 +184,10 @@ class Decisions:
             [self.ids[i] for i in keep],
         )
 
-    def errors(self, imagined: Tensor, target: Tensor | None = None) -> Tensor:
+    def errors(self, imagined: Tensor) -> Tensor:
         """(N,) |error| when exactly the modalities in imagined (N, 3) are imagined."""
-        subset = ((imagined & self.missing).long() * torch.tensor([1, 2, 4])).sum(-1)
-        chosen = self.pred.gather(1, subset[:, None]).squeeze(1)
-        return (chosen - (self.label if target is None else target)).abs()
+        chosen = self.pred.gather(1, subset_index(imagined & self.missing)[:, None]).squeeze(1)
+        return (chosen - self.label).abs()
 
     def stop_split(self, seed: int, share: float = 0.2) -> tuple[Tensor, Tensor]:
         """(train, stop) bool masks: a seeded `share` of the groups held out for early
@@ -201,9 +207,8 @@ class Decisions:
 
 
 def _cat_decisions(parts: list[Decisions]) -> Decisions:
-    inputs = EvaluatorInputs(
-        *(torch.cat([getattr(p.inputs, k) for p in parts]) for k in asdict(parts[0].inputs))
-    )
+    columns = zip(*(p.inputs.tensors() for p in parts), strict=True)
+    inputs = EvaluatorInputs(*(torch.cat(x) for x in columns))
     return Decisions(
         inputs,
         torch.cat([p.pred for p in parts]),
@@ -236,12 +241,7 @@ def score_decisions(
         inputs = model.evaluator_inputs(missing)
         parts.append(
             Decisions(
-                EvaluatorInputs(
-                    inputs.available.float().cpu(),
-                    inputs.recalled.float().cpu(),
-                    inputs.quality.float().cpu(),
-                    inputs.pattern.cpu(),
-                ),
+                EvaluatorInputs(*(x.cpu() for x in inputs.tensors())),
                 pred.float().cpu(),
                 complete.labels.float().cpu(),
                 teacher.float().cpu(),
@@ -266,7 +266,7 @@ def expected_error(gain: Tensor, error: Tensor, missing: Tensor) -> Tensor:
 
 def regret_loss(gain: Tensor, error: Tensor, missing: Tensor) -> Tensor:
     """Cost-sensitive decision loss: per missing modality m, a logistic loss toward "imagining
-    m alone beats imagining nothing", weighted by by how much it does or does not.
+    m alone beats imagining nothing", weighted by how much it does or does not.
 
     Its minimiser imagines m where the expected gain is positive, like the expected error
     of the gated mixture, but with curvature: the logits stay finite and training settles.
@@ -296,9 +296,6 @@ class EvaluatorFit:
     expected_error_end: float
     calibration: ThresholdCalibration
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
 
 def fit_evaluator(
     model: FusionModel,
@@ -314,9 +311,8 @@ def fit_evaluator(
     The loss is the decision's own (`regret_loss`: per-sample regrets against y*, the
     label or the complete flow's prediction with target="teacher"); a seeded 20 % of the
     groups (`Decisions.stop_split`) stops training early on the expected error of the
-    gated mixture. τ per pattern then comes
-    from `search_thresholds` on the labels: per pattern never worse on `data` than always
-    or never imagine.
+    gated mixture. τ per pattern then comes from `search_thresholds` on the labels: per
+    pattern never worse on `data` than always or never imagine.
     """
     rows = data.missing.any(1)
     if not bool(rows.any()):
@@ -324,8 +320,9 @@ def fit_evaluator(
     fit = data.rows(rows)
     train_rows, stop_rows = fit.stop_split(seed)
     train, stop = fit.rows(train_rows), fit.rows(stop_rows)
-    y = {"label": lambda d: d.label, "teacher": lambda d: d.teacher}[target]
-    error = {k: (d.pred - y(d)[:, None]).abs() for k, d in (("train", train), ("stop", stop))}
+    y = fit.label if target == "label" else fit.teacher
+    fit_error = (fit.pred - y[:, None]).abs()
+    error = {"train": fit_error[train_rows], "stop": fit_error[stop_rows]}
     torch.manual_seed(seed)
     old = model.evaluator
     fresh = MissingModalityEvaluator(old.recalled.in_features, old.rule[0].out_features)
@@ -345,7 +342,7 @@ def fit_evaluator(
         return regret_loss(fresh(d.inputs), e, d.missing)
 
     with torch.no_grad():
-        start = float(loss(fit, (fit.pred - y(fit)[:, None]).abs()))
+        start = float(loss(fit, fit_error))
     best, best_state, step = math.inf, None, 0
     for step in range(1, steps + 1):
         fresh.train()
@@ -363,7 +360,7 @@ def fit_evaluator(
         fresh.load_state_dict(best_state)
     fresh.eval()
     with torch.no_grad():
-        end = float(loss(fit, (fit.pred - y(fit)[:, None]).abs()))
+        end = float(loss(fit, fit_error))
         gain = fresh(fit.inputs)
     old.load_state_dict(fresh.state_dict())
     tau = model.tau.detach().float().cpu()
@@ -377,7 +374,7 @@ def predicted_gain(model: FusionModel, data: Decisions) -> Tensor:
     """(N, 3) the model's evaluator scores on scored samples (0 where present)."""
     model.evaluator.eval()
     device = model.tau.device
-    inputs = EvaluatorInputs(*(x.to(device) for x in asdict(data.inputs).values()))
+    inputs = EvaluatorInputs(*(x.to(device) for x in data.inputs.tensors()))
     return model.evaluator(inputs).float().cpu().masked_fill(~data.missing, 0.0)
 
 

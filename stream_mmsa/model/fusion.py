@@ -128,14 +128,15 @@ class FusionModel(nn.Module):
         # Imagined text is the recalled text where the session has some: it becomes the
         # window's text (the prompts then see text as there); the rest is generated.
         recalled = imagined[:, 0] & recall_valid.any(1)
+        as_text = F.pad(recalled[:, None], (0, 2))  # (B, 3): text only
         if bool(recalled.any()):
             text = torch.where(recalled[:, None, None], recall, tokens[0])
             tokens = torch.cat([text[None], tokens[1:]])
             valid = torch.cat(
                 [torch.where(recalled[:, None], recall_valid, valid[0])[None], valid[1:]]
             )
-            pattern = pattern_index(present | F.pad(recalled[:, None], (0, 2)))
-        generated = imagined & ~F.pad(recalled[:, None], (0, 2))
+            pattern = pattern_index(present | as_text)
+        generated = imagined & ~as_text
         imagined_tokens = self._generate(tokens, valid, generated, generators)
         x, keep, data = self._streams(tokens, valid, imagined_tokens, generated, pattern)
         used = (present | imagined).T
@@ -165,7 +166,6 @@ class FusionModel(nn.Module):
             }
             if imagined_tokens is not None:
                 aux["imagined_summary"] = imagined_tokens.mean(2).transpose(0, 1)
-                aux["generated"] = generated
         return FusionOutput(
             score=score,
             confidence=1.0 / (1.0 + scale),

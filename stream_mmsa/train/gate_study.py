@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..model.evaluator import Decisions, gate_decisions, predicted_gain
+from ..model.evaluator import Decisions, gate_decisions, predicted_gain, subset_index
 from ..model.fusion import FusionModel
 from ..model.prompts import N_PATTERNS
 
@@ -45,12 +45,8 @@ class Judged:
 def _features(data: Decisions) -> Tensor:
     x = data.inputs
     pattern = torch.nn.functional.one_hot(x.pattern.long(), N_PATTERNS).float()
-    always = data.pred.gather(1, _subset(data.missing)[:, None])
+    always = data.pred.gather(1, subset_index(data.missing)[:, None])
     return torch.cat([x.available.flatten(1), x.recalled, x.quality, pattern, always], 1)
-
-
-def _subset(imagined: Tensor) -> Tensor:
-    return (imagined.long() * torch.tensor([1, 2, 4])).sum(-1)
 
 
 def fit_plain(fit: Decisions, seed: int, steps: int = 600) -> nn.Module:
