@@ -298,31 +298,63 @@ def serve(
 
 
 BENCH_STAGES = ("model", "face", "acoustic", "asr", "engine")
+EXTRA_STAGES = ("sessions",)
+"""Stages that take minutes (N live sessions at real-time pace): run only when named."""
 
 
 @app.command()
 def bench(
     source: Annotated[Path | None, typer.Argument(help="media file (default: the sample)")] = None,
     stages: Annotated[
-        str, typer.Option(help=f"comma list of {', '.join(BENCH_STAGES)}")
+        str, typer.Option(help=f"comma list of {', '.join(BENCH_STAGES + EXTRA_STAGES)}")
     ] = ",".join(BENCH_STAGES),
+    sessions: Annotated[
+        str, typer.Option(help="sessions stage: comma list of concurrent session counts")
+    ] = "1,4,8",
+    transports: Annotated[
+        str, typer.Option(help="sessions stage: file and/or webrtc")
+    ] = "file,webrtc",
+    clip_seconds: Annotated[
+        float,
+        typer.Option(help="sessions stage without SOURCE: seconds of continuous MOSI speech"),
+    ] = 60.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="write all figures")] = None,
 ) -> None:
-    """Measure every budget of DESIGN.md on the bundled sample; prints a markdown table."""
+    """Measure every budget of DESIGN.md on the bundled sample; prints a markdown table.
+
+    `--stages sessions` runs N live sessions at once (files, or WebRTC peers in a child
+    process) on continuous speech made from MOSI valid transcripts under the sample's face.
+    """
     chosen = [s.strip() for s in stages.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in BENCH_STAGES]
+    unknown = [s for s in chosen if s not in BENCH_STAGES + EXTRA_STAGES]
     if unknown or not chosen:
         named = f"unknown stage {', '.join(unknown)}; " if unknown else ""
-        raise _fail(f"--stages: {named}choose from {', '.join(BENCH_STAGES)}")
+        raise _fail(f"--stages: {named}choose from {', '.join(BENCH_STAGES + EXTRA_STAGES)}")
+    counts = _int_list("--sessions", sessions)
+    chosen_transports = [t.strip() for t in transports.split(",") if t.strip()]
     from .bench import markdown, run_bench
+    from .bench.sessions import TRANSPORTS, SessionsPlan
     from .config import EngineConfig
     from .paths import SAMPLE
 
-    results = run_bench(source or SAMPLE, EngineConfig(), chosen)
+    if not chosen_transports or set(chosen_transports) - set(TRANSPORTS):
+        raise _fail(f"--transports: choose from {', '.join(TRANSPORTS)}")
+    plan = SessionsPlan(counts, chosen_transports, source, clip_seconds)
+    results = run_bench(source or SAMPLE, EngineConfig(), chosen, plan)
     print(markdown(results))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(results, indent=2, default=str))
+
+
+def _int_list(option: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise _fail(f"{option}: a comma list of whole numbers, e.g. 1,4,8") from None
+    if not values or min(values) < 1:
+        raise _fail(f"{option}: a comma list of whole numbers >= 1, e.g. 1,4,8")
+    return values
 
 
 @app.command()

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -44,7 +43,7 @@ from .features.base import FeatureUpdate, FeatureVector
 from .features.expression import summarize
 from .features.face import FaceExtractor
 from .features.vad import SileroVad, SpeechTrack
-from .inference import InferenceRequest, InferenceWorker
+from .inference import InferenceRequest, InferenceWorker, TextWorker
 from .media.frames import AudioChunk, Frame, VideoFrame
 from .media.sources.base import Source
 from .model.face_prior import apply_face_prior
@@ -96,24 +95,21 @@ class Runtime:
             max_batch=self.config.max_batch,
             device=self.placement.torch,
         )
-        self._text_pool = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
+        self.text_worker = TextWorker(self.text_encoder, max_per_session=2)
 
     async def __aenter__(self) -> Runtime:
         self.worker.start()
+        self.text_worker.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.worker.close()
-        self._text_pool.shutdown(wait=False)
+        await self.text_worker.close()
 
-    async def encode_text(self, text: str) -> np.ndarray:
-        """Frozen-bottom token states (T, H) of one window's transcript, off the loop."""
-
-        def run() -> np.ndarray:
-            states, mask = self.text_encoder.encode_bottom([text])
-            return states[0][mask[0]].cpu().numpy()
-
-        return await asyncio.get_running_loop().run_in_executor(self._text_pool, run)
+    async def encode_text(self, session: str, text: str) -> np.ndarray:
+        """Frozen-bottom token states (T, H) of one window's transcript, batched with the
+        other sessions' windows (inference.TextWorker), off the loop."""
+        return await self.text_worker.encode(session, text)
 
 
 STREAM_MODALITIES = {"audio": ("audio", "text"), "video": ("vision",)}
@@ -428,7 +424,7 @@ class Session:
                 recalled=None if recall is None else recall.states,
                 quality=quality_signals(0, window.end, recall, continues),
             )
-        states = await self.runtime.encode_text(window.transcript)
+        states = await self.runtime.encode_text(self.id, window.transcript)
         self._recall = Recall(states, window.end, window.transcript)
         return replace(
             window,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -132,7 +133,7 @@ def test_runtime_places_every_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert asked == {"torch": torch.device("cuda"), "asr": ("cuda", "float16")}
     assert runtime.worker.device == torch.device("cuda") and runtime.asr_model == "whisper"
     assert runtime.placement.describe() == "fusion + text encoder on cuda, ASR on cuda (float16)"
-    runtime._text_pool.shutdown()
+    asyncio.run(runtime.__aexit__())  # releases the workers' threads
 
 
 def test_gpu_check_without_cuda_says_so_in_one_line() -> None:

@@ -232,3 +232,27 @@ def test_submit_takes_one_window() -> None:
 
     with pytest.raises(ValueError, match="one window"):
         run(main())
+
+
+@pytest.mark.slow
+def test_text_worker_batches_sessions_and_gives_each_its_own_states() -> None:
+    """Real MiniLM: transcripts from four sessions at once share calls, and each gets the
+    states it would get alone (padding masked out)."""
+    from stream_mmsa.features.text import TextEncoder
+    from stream_mmsa.inference import TextWorker
+
+    encoder = TextEncoder(trainable_top_layers=2, max_tokens=32)
+    texts = ["I loved it", "the plot was stupid and far too long", "okay", "what a waste"]
+
+    async def run() -> tuple[list, dict]:
+        async with TextWorker(encoder, max_wait_ms=50) as worker:
+            states = await asyncio.gather(*(worker.encode(f"s{i}", t) for i, t in enumerate(texts)))
+            return states, worker.metrics.summary()
+
+    batched, metrics = asyncio.run(run())
+    assert metrics["calls"] == 1 and metrics["batch_sizes"] == {4: 1}
+    for text, states in zip(texts, batched, strict=True):
+        alone, mask = encoder.encode_bottom([text])
+        expected = alone[0][mask[0]].numpy()
+        assert states.shape == expected.shape and states.shape[1] == 384
+        assert float(abs(states - expected).max()) < 1e-4

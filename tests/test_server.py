@@ -326,6 +326,10 @@ def test_health_and_metrics(server: Server) -> None:
     assert samples['stream_mmsa_frames_received_total{kind="video"}'] > 0
     for name in ("stream_mmsa_sessions", 'stream_mmsa_queue_depth{queue="inference"}'):
         assert name in samples
+    for worker in ("inference", "text"):  # the sessions above ran windows with words
+        assert samples[f'stream_mmsa_batched_items_total{{worker="{worker}"}}'] > 0
+        calls = samples[f'stream_mmsa_batched_calls_total{{worker="{worker}"}}']
+        assert 0 < calls <= samples[f'stream_mmsa_batched_items_total{{worker="{worker}"}}']
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:

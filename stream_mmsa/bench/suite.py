@@ -13,15 +13,20 @@ import os
 from pathlib import Path
 
 from ..config import EngineConfig
+from .sessions import SessionsPlan
+from .sessions import markdown as sessions_table
 
 
-def run_bench(path: Path, config: EngineConfig, stages: list[str]) -> dict:
+def run_bench(
+    path: Path, config: EngineConfig, stages: list[str], plan: SessionsPlan | None = None
+) -> dict:
     """Run the chosen stages; returns every figure with the machine's load."""
     from .acoustic import benchmark_acoustic
     from .asr import bench_asr
     from .engine import bench_engine
     from .face import benchmark_face
     from .model import bench_model
+    from .sessions import bench_sessions
 
     results: dict[str, object] = {"sample": str(path), "load_before": os.getloadavg()}
     if "model" in stages:
@@ -34,6 +39,8 @@ def run_bench(path: Path, config: EngineConfig, stages: list[str]) -> dict:
         results["asr"] = bench_asr(path)
     if "engine" in stages:
         results["engine"] = asyncio.run(bench_engine(path, config))
+    if "sessions" in stages:
+        results["sessions"] = bench_sessions(plan or SessionsPlan([1, 4, 8], ["file"]), config)
     results["load_after"] = os.getloadavg()
     return results
 
@@ -114,6 +121,11 @@ def markdown(results: dict) -> str:
                     "",
                 )
             )
+    if len(lines) == 2:  # no per-stage figures: only the sessions table
+        lines = []
+    if "sessions" in results:
+        lines += ["", f"Sessions per box on {results['sessions']['clip']}:", ""]
+        lines.append(sessions_table(results["sessions"]))
     load = results.get("load_before", (0, 0, 0))
     lines.append(f"\nLoad average before the run: {load[0]:.2f} (1 min) on {os.cpu_count()} CPUs.")
     return "\n".join(lines)

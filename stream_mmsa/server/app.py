@@ -184,7 +184,7 @@ def build_app(runtime: Runtime, config: ServerConfig, token: str) -> web.Applica
         max_message_bytes=config.max_message_bytes,
         ice_servers=config.ice_servers,
     )
-    metrics.watch(gateway, hub, runtime.worker)
+    metrics.watch(gateway, hub, {"inference": runtime.worker, "text": runtime.text_worker})
     app = web.Application(
         client_max_size=config.max_offer_bytes,
         middlewares=[json_errors, _access(token, config.allowed_origins)],

@@ -18,7 +18,7 @@ from ..events import SentimentEvent
 from ..sinks.base import AnyEvent, Sink
 
 if TYPE_CHECKING:
-    from ..inference import InferenceWorker
+    from ..inference import MicroBatcher
     from ..sinks.websocket import WebSocketHub
     from ..transports.webrtc import WebRTCGateway
 
@@ -54,9 +54,11 @@ class ServerMetrics(Sink):
         )
         self._decided: dict[str, dict[str, int]] = {}
 
-    def watch(self, gateway: WebRTCGateway, hub: WebSocketHub, worker: InferenceWorker) -> None:
-        """Sample these at scrape time."""
-        self.registry.register(_LiveState(gateway, hub, worker))
+    def watch(
+        self, gateway: WebRTCGateway, hub: WebSocketHub, workers: dict[str, MicroBatcher]
+    ) -> None:
+        """Sample these at scrape time; `workers` by name ("inference", "text")."""
+        self.registry.register(_LiveState(gateway, hub, workers))
 
     async def send(self, event: AnyEvent) -> None:
         self.events.labels(event.type).inc()
@@ -79,8 +81,10 @@ class ServerMetrics(Sink):
 
 
 class _LiveState(Collector):
-    def __init__(self, gateway: WebRTCGateway, hub: WebSocketHub, worker: InferenceWorker) -> None:
-        self.gateway, self.hub, self.worker = gateway, hub, worker
+    def __init__(
+        self, gateway: WebRTCGateway, hub: WebSocketHub, workers: dict[str, MicroBatcher]
+    ) -> None:
+        self.gateway, self.hub, self.workers = gateway, hub, workers
 
     def collect(self) -> Iterator[Metric]:
         gateway = self.gateway
@@ -114,10 +118,26 @@ class _LiveState(Collector):
         queues = GaugeMetricFamily(
             "stream_mmsa_queue_depth", "Items waiting, by queue", labels=["queue"]
         )
-        queues.add_metric(["inference"], self.worker.metrics.queue_depth)
+        for name, worker in self.workers.items():
+            queues.add_metric([name], worker.metrics.queue_depth)
         queues.add_metric(["websocket"], self.hub.queued)
         queues.add_metric(["audio"], sum(p.source.backlog for p in gateway.peers.values()))
         yield queues
+        calls = CounterMetricFamily(
+            "stream_mmsa_batched_calls",
+            "Model calls of the shared workers (items / calls = mean batch across sessions)",
+            labels=["worker"],
+        )
+        items = CounterMetricFamily(
+            "stream_mmsa_batched_items",
+            "Windows or transcripts the shared workers ran",
+            labels=["worker"],
+        )
+        for name, worker in self.workers.items():
+            calls.add_metric([name], worker.metrics.calls)
+            items.add_metric([name], worker.metrics.windows)
+        yield calls
+        yield items
         yield GaugeMetricFamily(
             "stream_mmsa_websocket_clients", "Subscribers on /events", value=self.hub.clients
         )

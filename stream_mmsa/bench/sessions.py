@@ -1,0 +1,320 @@
+"""Sessions per box: N live sessions at once, on continuous speech with a face.
+
+Each session is what a user of the engine runs: a real-time `Session` reading a file
+(`file`), or a browser-like aiortc peer publishing over WebRTC to the server `serve` runs
+(`webrtc`). The peers run in a child process, so the CPU reported per session is the
+engine's own (the server decodes, analyses and sends); the peers' CPU (video encoding) is
+reported beside it. The clip is continuous speech made from MOSI valid transcripts in
+several espeak-ng voices (bench/speech.py) under the bundled sample's face video, looped.
+
+Reported per N: CPU cores per session (process CPU time / (N × wall time)), event latency
+after window end (p50/p95, the first window's warm-up excluded), cadence (windows emitted
+/ windows due, and the share emitted before the next window closed), and how often the
+text was late (the recogniser behind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..config import EngineConfig
+from ..media.frames import AUDIO_RATE
+from ..paths import SAMPLE
+from ..windowing import window_count
+from .common import percentile
+
+TRANSPORTS = ("file", "webrtc")
+WARMUP_S = 4.0
+"""Windows ending before this are the first window filling up: not counted in latency."""
+
+Events = dict[str, list[dict]]
+"""Each session's events as JSON objects, by session (file) or peer (webrtc)."""
+
+
+@dataclass
+class SessionsPlan:
+    """What the sessions stage runs: each N on each transport, on `source` or a made clip."""
+
+    counts: list[int]
+    transports: list[str]
+    source: Path | None = None
+    clip_seconds: float = 60.0
+
+
+@dataclass
+class SessionsResult:
+    """One N: what the box did with N sessions at once."""
+
+    transport: str
+    sessions: int
+    seconds: float
+    cores_per_session: float
+    peer_cores: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    windows_per_session: float
+    windows_due: int
+    on_time: float
+    """Share of windows whose event left before the next window closed (latency ≤ hop)."""
+    text_late: float
+    load: tuple[float, float, float]
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def make_clip(directory: str | Path, duration_s: float = 60.0) -> Path:
+    """Continuous MOSI-valid speech muxed under the sample's face video (looped).
+
+    Needs ../shared/data (the MOSI transcripts) and espeak-ng; H.264 + AAC like the sample.
+    """
+    from .speech import load_audio, make_continuous_speech
+
+    directory = Path(directory)
+    wav, _ = make_continuous_speech(directory, duration_s)
+    audio = load_audio(wav)
+    frames = _sample_video()
+    out = directory / "continuous.mp4"
+    rate = 15
+    with av.open(str(out), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+        video.options = {"preset": "veryfast", "tune": "zerolatency"}
+        sound = container.add_stream("aac", rate=AUDIO_RATE)
+        sound.layout = "mono"
+        for i in range(round(len(audio) / AUDIO_RATE * rate)):
+            frame = frames[i % len(frames)].reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        step = 1024
+        for start in range(0, len(pcm), step):
+            piece = pcm[start : start + step]
+            chunk = av.AudioFrame.from_ndarray(piece[None, :], format="s16", layout="mono")
+            chunk.sample_rate, chunk.pts = AUDIO_RATE, start
+            container.mux(sound.encode(chunk))
+        container.mux(sound.encode())
+    return out
+
+
+def _sample_video() -> list[av.VideoFrame]:
+    with av.open(str(SAMPLE)) as container:
+        return list(container.decode(video=0))
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+async def run_sessions(runtime, clip: Path, sessions: int, transport: str) -> SessionsResult:
+    """N sessions on `clip` at real-time pace, all at once."""
+    load = os.getloadavg()
+    started, cpu = time.monotonic(), _cpu()
+    if transport == "file":
+        events, peer_cpu = await _file_sessions(runtime, clip, sessions), None
+    elif transport == "webrtc":
+        events, peer_cpu = await _webrtc_sessions(runtime, clip, sessions)
+    else:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+    wall, used = time.monotonic() - started, _cpu() - cpu
+    return _summarise(events, runtime.config, transport, sessions, wall, used, peer_cpu, load)
+
+
+def _summarise(
+    events: Events,
+    config: EngineConfig,
+    transport: str,
+    sessions: int,
+    wall: float,
+    cpu: float,
+    peer_cpu: float | None,
+    load: tuple[float, float, float],
+) -> SessionsResult:
+    hop = config.window.hop
+    windows = {s: [e for e in evs if e["type"] == "sentiment"] for s, evs in events.items()}
+    counted = [e for evs in windows.values() for e in evs if e["window"]["end"] > WARMUP_S]
+    latencies = [e["latency_ms"] for e in counted]
+    ends = [max((e["window"]["end"] for e in evs), default=0.0) for evs in windows.values()]
+    due = window_count(max(ends, default=0.0), hop)
+    states = Counter(e["modalities"]["text"]["state"] for e in counted)
+    sent = [len(evs) for evs in windows.values()]
+    return SessionsResult(
+        transport=transport,
+        sessions=sessions,
+        seconds=round(wall, 1),
+        cores_per_session=cpu / wall / sessions,
+        peer_cores=None if peer_cpu is None else peer_cpu / wall,
+        latency_p50_ms=percentile(latencies, 50),
+        latency_p95_ms=percentile(latencies, 95),
+        windows_per_session=float(np.mean(sent)) if sent else 0.0,
+        windows_due=due,
+        on_time=float(np.mean([lat <= hop * 1000 for lat in latencies])) if latencies else 0.0,
+        text_late=states["late"] / max(1, sum(states.values())),
+        load=load,
+        extra={"sessions_seen": float(len(windows))},
+    )
+
+
+async def _file_sessions(runtime, clip: Path, sessions: int) -> Events:
+    from ..engine import Session
+    from ..media.sources.file import FileSource
+    from ..sinks.group import SinkGroup
+
+    events: Events = {}
+
+    def keep(event) -> None:
+        events.setdefault(event.session, []).append(event.model_dump(mode="json"))
+
+    async with SinkGroup([]) as sink:
+        runs = [
+            Session(runtime, FileSource(clip, realtime=True), sink, on_event=keep).run()
+            for _ in range(sessions)
+        ]
+        await asyncio.gather(*runs)
+    return events
+
+
+async def _webrtc_sessions(runtime, clip: Path, sessions: int) -> tuple[Events, float]:
+    """The server in this process on loopback; the N peers in a child process."""
+    import tempfile
+
+    from aiohttp import web
+
+    from ..config import ServerConfig
+    from ..server.app import build_app
+
+    token = "bench-" + "x" * 16
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = ServerConfig(db=Path(tmp) / "events.sqlite", max_sessions=sessions)
+        runner = web.AppRunner(build_app(runtime, config, token))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            duration = _duration(clip)
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(1) as pool:
+                url = f"http://127.0.0.1:{port}"
+                args = (url, token, str(clip), sessions, duration)
+                job = pool.apply_async(_publish_process, args)
+                events, peer_cpu = await asyncio.get_running_loop().run_in_executor(
+                    None, job.get, duration + 120
+                )
+        finally:
+            await runner.cleanup()
+    return events, peer_cpu
+
+
+def _duration(clip: Path) -> float:
+    with av.open(str(clip)) as container:
+        return float(container.duration or 0) / av.time_base
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _publish_process(
+    url: str, token: str, clip: str, sessions: int, seconds: float
+) -> tuple[Events, float]:
+    """Child process: N peers publish the clip, collect their events; returns them + CPU."""
+    started = _cpu()
+    events = asyncio.run(_publish(url, token, clip, sessions, seconds))
+    return events, _cpu() - started
+
+
+async def _publish(url: str, token: str, clip: str, sessions: int, seconds: float) -> Events:
+    import aiohttp
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc.contrib.media import MediaPlayer
+
+    events: Events = {}
+    peers = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for n in range(sessions):
+            pc = RTCPeerConnection()
+            player = MediaPlayer(clip)
+            pc.addTrack(player.audio)
+            pc.addTrack(player.video)
+            channel = pc.createDataChannel("events")
+            received = events.setdefault(f"peer{n}", [])
+            channel.on("message", lambda message, into=received: into.append(json.loads(message)))
+            await pc.setLocalDescription(await pc.createOffer())
+            offer = {"sdp": pc.localDescription.sdp, "type": "offer", "room": "bench"}
+            async with http.post(f"{url}/offer", json=offer) as response:
+                response.raise_for_status()
+                answer = await response.json()
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            peers.append(pc)
+        await asyncio.sleep(seconds)
+        await asyncio.gather(*(pc.close() for pc in peers))
+    return events
+
+
+def bench_sessions(plan: SessionsPlan, config: EngineConfig) -> dict:
+    """Every (transport, N) of the plan in turn on one runtime; returns rows for `markdown`.
+
+    Without a source the clip is made from MOSI valid (needs ../shared/data and espeak-ng);
+    where that data is absent the bundled sample stands in, and the result says so.
+    """
+    import tempfile
+
+    from .speech import MOSI_LABELS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if plan.source is not None:
+            clip = plan.source
+        elif MOSI_LABELS.exists():
+            clip = make_clip(tmp, plan.clip_seconds)
+        else:
+            clip = SAMPLE
+        rows = asyncio.run(_all(plan, config, clip))
+    made = plan.source is None and clip != SAMPLE
+    described = f"continuous MOSI valid speech, {_duration_of(rows)}" if made else str(clip)
+    return {"clip": described, "cpus": os.cpu_count(), "rows": rows}
+
+
+async def _all(plan: SessionsPlan, config: EngineConfig, clip: Path) -> list[dict]:
+    from ..engine import Runtime
+
+    rows = []
+    async with Runtime(config) as runtime:
+        for transport in plan.transports:
+            for n in plan.counts:
+                rows.append(asdict(await run_sessions(runtime, clip, n, transport)))
+    return rows
+
+
+def _duration_of(rows: list[dict]) -> str:
+    return f"{max((r['seconds'] for r in rows), default=0):.0f} s" if rows else "no runs"
+
+
+def markdown(results: dict) -> str:
+    """One row per (transport, N)."""
+    header = (
+        "| transport | sessions | cores/session | event p50 / p95 ms | windows/session (due) "
+        "| on time | text late | load (1 min) |"
+    )
+    lines = [header, "|---" * 8 + "|"]
+    for r in results["rows"]:
+        p50, p95 = r["latency_p50_ms"], r["latency_p95_ms"]
+        latency = "–" if p95 is None else f"{p50:.0f} / {p95:.0f}"
+        lines.append(
+            f"| {r['transport']} | {r['sessions']} | {r['cores_per_session']:.2f} | {latency} | "
+            f"{r['windows_per_session']:.0f} ({r['windows_due']}) | {r['on_time']:.0%} | "
+            f"{r['text_late']:.0%} | {r['load'][0]:.1f} |"
+        )
+    return "\n".join(lines)
