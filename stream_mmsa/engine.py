@@ -1,9 +1,10 @@
 """One session's pipeline: source → extractors → aligner → shared inference → events → sinks.
 
 The event loop only moves messages: face detection, ASR and the model run on
-their own threads. Each extractor is fed by its own task, so a slow one (ASR)
-never delays another (the face) or the window cadence: windows close on time
-and say what is late instead of waiting for it. A window's score is the fusion model's,
+their own threads. The session runs the extractors of a list (extractors.py) through one
+contract (features/base.py); a slow one (ASR) runs on its own task, so it never delays
+another (the face) or the window cadence: windows close on time and say what is late
+instead of waiting for it. A window's score is the fusion model's,
 moved by the face prior (model/face_prior.py); its event keeps the model's own score as
 `sentiment.model_score` whenever the prior ran.
 """
@@ -17,7 +18,7 @@ import math
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,14 +38,14 @@ from .events import (
     Word,
     sentiment_label,
 )
-from .features.acoustic import AcousticExtractor
-from .features.asr import AsrConfig, StreamingTranscriber, TranscriptUpdate, load_asr_model
-from .features.base import FeatureUpdate, FeatureVector
+from .extractors import EXTRACTORS, ExtractorContext, ExtractorFactory, Feed, feed
+from .features.asr import TranscriptUpdate, load_asr_model
+from .features.asr import Word as HeardWord
+from .features.base import FeatureUpdate, frame_end
 from .features.expression import summarize
-from .features.face import FaceExtractor
 from .features.vad import SileroVad, SpeechTrack
 from .inference import InferenceRequest, InferenceWorker, TextWorker
-from .media.frames import AudioChunk, Frame, VideoFrame
+from .media.frames import Frame
 from .media.sources.base import Source
 from .model.face_prior import apply_face_prior
 from .model.quality import Recall, quality_signals
@@ -54,9 +55,6 @@ from .sinks.group import SinkFailed, SinkFailure
 from .windowing import USED_STATES, Aligner, Window, WindowClock
 
 log = logging.getLogger(__name__)
-
-NO_TEXT = np.zeros(0, dtype=np.float32)
-"""Text timeline entries mark where words are; their token states are computed per window."""
 
 
 class Runtime:
@@ -112,15 +110,8 @@ class Runtime:
         return await self.text_worker.encode(session, text)
 
 
-STREAM_MODALITIES = {"audio": ("audio", "text"), "video": ("vision",)}
-"""What each media stream feeds: words come from the audio."""
-
 ROLLING = 2000
 """Latencies and transcript words a summary keeps: a server session lasts hours."""
-
-AUDIO_QUEUE = 250
-"""Audio chunks (10 s at 40 ms) between the source and the recogniser; --fast waits for
-room (back-pressure on the file), real time drops the oldest and says so."""
 
 
 @dataclass
@@ -156,10 +147,12 @@ class SessionSummary:
 class Session:
     """One stream of media analysed end to end; `run()` returns when the source ends.
 
-    Supervised: the pump, the recogniser and the window clock run in one task group, so a
-    failure in any of them ends the session in order (a `failed` session event, the
-    windows already closed kept) instead of stalling it. `stop()` drains: the source is
-    no longer read, what was read is analysed and emitted, then the session ends.
+    Its extractors come from `extractors`, a list of factories (default `EXTRACTORS`).
+    Supervised: the pump, the extractors' own tasks (the recogniser's) and the window clock
+    run in one task group, so a failure in any of them ends the session in order (a
+    `failed` session event, the windows already closed kept) instead of stalling it.
+    `stop()` drains: the source is no longer read, what was read is analysed and emitted,
+    then the session ends.
     """
 
     def __init__(
@@ -173,6 +166,7 @@ class Session:
         room: str | None = None,
         participant: str | None = None,
         on_event: Callable[[AnyEvent], None] | None = None,
+        extractors: Sequence[ExtractorFactory] = EXTRACTORS,
     ) -> None:
         self.runtime = runtime
         self.source = source
@@ -181,6 +175,7 @@ class Session:
         self.realtime = realtime
         self.tags = {"room": room, "participant": participant}
         self.on_event = on_event
+        self.factories = extractors
         self.summary = SessionSummary(self.id)
         self.aligner = Aligner(self.id, runtime.config.window)
         self._seq = 0
@@ -194,7 +189,8 @@ class Session:
         self._stopped = asyncio.Event()
         self._losses: dict[str, float] = {}
         self._stopped_streams: set[str] = set()
-        self._audio_dropped = 0
+        self._feeds: list[Feed] = []
+        self._attached: set[str] = set()
         self._recall: Recall | None = None
         self._pauses: deque[tuple[float, float]] = deque(maxlen=64)
 
@@ -205,21 +201,17 @@ class Session:
             self._stopped.set()
 
     async def run(self) -> SessionSummary:
-        config = self.runtime.config
-        acoustic = AcousticExtractor()
-        face = FaceExtractor(
-            max_fps=config.face_max_fps, adaptive=self.realtime, expression=config.face_expression
-        )
-        asr_config = AsrConfig(model=config.asr_model, max_pending_s=8.0 if self.realtime else None)
-        asr = StreamingTranscriber(self.runtime.asr_model, asr_config)
-        audio: asyncio.Queue[AudioChunk | None] = asyncio.Queue(AUDIO_QUEUE)
+        context = ExtractorContext(self.runtime.config, self.runtime.asr_model, self.realtime)
+        extractors = [factory(context) for factory in self.factories]
+        self._feeds = [feed(e, self._take, realtime=self.realtime) for e in extractors]
         origin = self.source.origin if self.source.origin is not None else time.monotonic()
         clock = WindowClock("realtime" if self.realtime else "watermark", start=origin)
         try:
             async with asyncio.TaskGroup() as tasks:
-                transcribe = tasks.create_task(self._transcribe(asr, audio))
+                for each in self._feeds:
+                    each.start(tasks)
                 tasks.create_task(self._windows(clock))
-                tasks.create_task(self._drive(acoustic, face, audio, transcribe))
+                tasks.create_task(self._drive())
         except Exception as failure:  # an ExceptionGroup: the first error is the cause
             error = _first_error(failure)
             self.summary.error = error
@@ -227,14 +219,12 @@ class Session:
             log.error("session %s failed", self.id, exc_info=error)
         finally:
             await asyncio.gather(
-                acoustic.close(), face.close(), asr.close(), self.source.close(),
-                return_exceptions=True,
-            )  # fmt: skip
+                *(e.close() for e in extractors), self.source.close(), return_exceptions=True
+            )
         self.summary.duration = self._input_end if self._input_end is not None else self._read_to
         self.summary.dropped = {
             **{f"aligner_{m}": n for m, n in self.aligner.dropped.items() if n},
-            "face_frames_dropped": face.stats.dropped,
-            "asr_skipped_s": round(asr.stats.skipped_s, 2),
+            **{k: v for e in extractors for k, v in e.losses().items()},
             **self._losses,
         }
         await self._end()
@@ -268,76 +258,54 @@ class Session:
             session=self.id, seq=0, state=state, reason=reason, counts=counts or {}, **self.tags
         )
 
-    async def _drive(
-        self,
-        acoustic: AcousticExtractor,
-        face: FaceExtractor,
-        audio: asyncio.Queue[AudioChunk | None],
-        transcribe: asyncio.Task[None],
-    ) -> None:
+    async def _drive(self) -> None:
         """Pump the source to its end (or a stop), then flush every extractor in order."""
-        end = await self._pump(acoustic, face, audio)
+        end = await self._pump()
         self._input_end = end
-        await audio.put(None)
-        await transcribe
-        self.aligner.update(await acoustic.flush())
-        self.aligner.update(await face.flush())
+        for each in self._feeds:
+            await each.finish()
         self.aligner.finish(end)
 
-    async def _pump(
-        self, acoustic: AcousticExtractor, face: FaceExtractor, audio: asyncio.Queue
-    ) -> float:
+    async def _pump(self) -> float:
         """Move frames from the source to the extractors; returns the session time it ended.
 
         Audio goes through the session's one VAD first: each chunk carries its speech
         probabilities to the acoustic extractor and the recogniser, so Silero runs once.
         """
-        if self.source.has_audio:
-            self.aligner.attach("audio")
-            self.aligner.attach("text")
-        if self.source.has_video:
-            self.aligner.attach("vision")
+        streams = {"audio": self.source.has_audio, "video": self.source.has_video}
+        for each in self._feeds:
+            if streams[each.extractor.stream]:
+                self.aligner.attach(each.extractor.modality)
+                self._attached.add(each.extractor.modality)
         speech = SpeechTrack(SileroVad())
         async for frame in _until(self._stopped, self.source.frames()):
-            if isinstance(frame, AudioChunk):
+            if speech.accepts(frame):
                 frame = speech.label(frame)
-                self._read_to = max(self._read_to, frame.end)
-                update = await acoustic.push(frame)
-                self.aligner.update(update)
-                self._mirror_silence(update)
-                await self._queue_audio(audio, frame)
-            elif isinstance(frame, VideoFrame):
-                self._read_to = max(self._read_to, frame.time)
-                self.aligner.update(await face.push(frame))
-                if not self.realtime:  # as fast as possible: analyse frames at the face rate
-                    self.aligner.update(await face.flush())
+            self._read_to = max(self._read_to, frame_end(frame))
+            for each in self._feeds:
+                if each.extractor.accepts(frame):
+                    await each.push(frame)
         return self._read_to
 
-    async def _queue_audio(self, audio: asyncio.Queue, chunk: AudioChunk) -> None:
-        """--fast waits for the recogniser; real time never waits: the oldest chunk goes."""
-        if not self.realtime:
-            await audio.put(chunk)
-            return
-        if audio.full():
-            audio.get_nowait()
-            self._audio_dropped += 1
-        audio.put_nowait(chunk)
+    async def _take(self, update: FeatureUpdate, heard_to: float) -> None:
+        """One extractor's update into the session. Transcript events first, then the
+        aligner: a window closed by these words comes after them. `heard_to`: the media
+        the extractor has taken, the transcript events' media time."""
+        if update.transcript is not None:
+            await self._on_transcript(update.transcript, heard_to)
+        self.aligner.update(update)
+        self._mirror_silence(update)
 
     def _mirror_silence(self, update: FeatureUpdate) -> None:
         """Nobody speaking means no words: the text timeline gets the same 'no speech'."""
         silent = [a for a in update.absent if a[2] == "no speech"]
-        if silent:
+        if silent and "text" in self._attached:
             self.aligner.update(FeatureUpdate("text", absent=silent, watermark=0.0))
             self._pauses.extend((start, end) for start, end, _ in silent)
 
-    async def _transcribe(self, asr: StreamingTranscriber, audio: asyncio.Queue) -> None:
-        while (chunk := await audio.get()) is not None:
-            await self._on_transcript(await asr.push(chunk), chunk.end)
-        await self._on_transcript(await asr.flush(), math.inf)
-
     async def _on_transcript(self, update: TranscriptUpdate, heard_to: float) -> None:
-        """Transcript events first, then the aligner: a window closed by these words comes
-        after them. `heard_to`: the audio the recogniser has taken, the events' media time."""
+        """Transcript events for new final words and a changed interim, then the words for
+        the windows' transcripts."""
         if update.final:
             self.summary.transcript.extend(w.word.strip() for w in update.final)
             self.summary.words += len(update.final)
@@ -349,15 +317,9 @@ class Session:
             await self._emit(event, ("text", heard_to))
         self._interim = interim
         await self._advance("text", heard_to)
-        vectors = [FeatureVector(w.start, w.end, NO_TEXT) for w in update.final]
-        absent = [(s, e, "asr behind") for s, e in update.skipped]
         self.aligner.add_words(update.final)
-        # --fast: a window waits for the words before it to be final, not just decoded, so
-        # its transcript never depends on how far the recogniser got (machine speed).
-        watermark = update.watermark if self.realtime else update.committed_to
-        self.aligner.update(FeatureUpdate("text", vectors, watermark, absent))
 
-    def _transcript_event(self, words, final: bool) -> TranscriptEvent:
+    def _transcript_event(self, words: list[HeardWord], final: bool) -> TranscriptEvent:
         return TranscriptEvent(
             session=self.id,
             seq=0,
@@ -390,11 +352,11 @@ class Session:
         for stream, (since, reason) in self.source.stopped_streams().items():
             if stream not in self._stopped_streams:
                 self._stopped_streams.add(stream)
-                for modality in STREAM_MODALITIES[stream]:
+                fed = [e.extractor.modality for e in self._feeds if e.extractor.stream == stream]
+                for modality in dict.fromkeys(fed):
                     self.aligner.detach(modality, since, reason)
         losses = {k: float(v) for k, v in self.source.losses().items() if v}
-        if self._audio_dropped:
-            losses["recogniser_audio_chunks_dropped"] = float(self._audio_dropped)
+        losses |= {k: v for each in self._feeds for k, v in each.losses().items() if v}
         grown = {k: v for k, v in losses.items() if v > self._losses.get(k, 0.0)}
         if grown:
             self._losses.update(grown)

@@ -182,6 +182,7 @@ class AcousticExtractor(Extractor):
 
     modality = "audio"
     dim = DIM
+    stream = "audio"
 
     def __init__(
         self,
@@ -199,9 +200,6 @@ class AcousticExtractor(Extractor):
         self._done = 0  # samples of the grid already turned into steps
         self._buffer = np.zeros(0, dtype=np.float32)  # samples from self._done on
         self._watermark = 0.0
-
-    def accepts(self, frame: Frame) -> bool:
-        return isinstance(frame, AudioChunk)
 
     async def push(self, frame: Frame) -> FeatureUpdate:
         if not isinstance(frame, AudioChunk):

@@ -202,6 +202,7 @@ class FaceExtractor(Extractor):
 
     modality = "vision"
     dim = DIM
+    stream = "video"
 
     def __init__(
         self,
@@ -211,18 +212,20 @@ class FaceExtractor(Extractor):
         min_fps: float = 2.0,
         budget_ms: float = 10.0,
         adaptive: bool = True,
+        wait: bool = False,
         expression: bool = True,
         expression_model: str | Path | None = None,
     ) -> None:
         """`adaptive=False` keeps `max_fps` whatever the landmarker costs: offline runs then
         analyse the same frames on any machine (the rate otherwise follows measured time).
+        `wait=True` makes every push wait for its frame, so none is dropped (offline runs).
         `budget_ms` covers the landmarker and the expression classifier together."""
         if not 0 < min_fps <= max_fps:
             raise ValueError("need 0 < min_fps <= max_fps")
         self.model_path = resolve_face_model(model_path)
         self.expression_path = resolve_expression_model(expression_model) if expression else None
         self.max_fps, self.min_fps, self.budget_ms = max_fps, min_fps, budget_ms
-        self.adaptive = adaptive
+        self.adaptive, self.wait = adaptive, wait
         self.stats = FaceStats(fps=max_fps)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="face")
         # Loads (~0.4 s) on the worker thread right away, so the first frame does not wait.
@@ -239,9 +242,6 @@ class FaceExtractor(Extractor):
         self._seen = 0.0
         self._out = FeatureUpdate(self.modality)
 
-    def accepts(self, frame: Frame) -> bool:
-        return isinstance(frame, VideoFrame)
-
     async def push(self, frame: Frame) -> FeatureUpdate:
         if not isinstance(frame, VideoFrame):
             raise TypeError(f"FaceExtractor takes VideoFrame, not {type(frame).__name__}")
@@ -257,11 +257,10 @@ class FaceExtractor(Extractor):
             self._pending = frame
             if self._worker is None:
                 self._worker = asyncio.create_task(self._work())
-        return self._take()
+        return await self.flush() if self.wait else self._take()
 
     async def flush(self) -> FeatureUpdate:
-        """Wait for the frames in hand. Calling it after every push gives offline, drop-free
-        processing (the CLI's --fast); the extractor stays usable afterwards."""
+        """Wait for the frames in hand; the extractor stays usable afterwards."""
         if self._worker is not None:
             await asyncio.shield(self._worker)
         return self._take()
@@ -277,6 +276,9 @@ class FaceExtractor(Extractor):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._landmarks.result().close)
         self._executor.shutdown(wait=False)
+
+    def losses(self) -> dict[str, float]:
+        return {"face_frames_dropped": self.stats.dropped}
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()

@@ -10,11 +10,11 @@ extractor used on its own (tests, benchmarks) keeps a private track for chunks w
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import numpy as np
 
-from ..media.frames import AUDIO_RATE, AudioChunk, SpeechFrames
+from ..media.frames import AUDIO_RATE, AudioChunk, Frame, SpeechFrames
 
 MAX_GAP_FILL_S = 1.0
 """Input gaps up to this long are fed to the detector as silence; longer ones restart it."""
@@ -118,6 +118,11 @@ class SpeechTrack:
         self._origin: float | None = None
         self._samples = 0  # fed since the origin, gap fill included
         self._frames = 0  # returned since the origin
+
+    @staticmethod
+    def accepts(frame: Frame) -> TypeGuard[AudioChunk]:
+        """Whether `frame` is audio to label; the session asks it as it asks its extractors."""
+        return isinstance(frame, AudioChunk)
 
     def push(self, chunk: AudioChunk) -> SpeechFrames:
         """The frames `chunk` completes (with those of a gap filled before it)."""
