@@ -318,6 +318,10 @@ def bench(
         float,
         typer.Option(help="sessions stage without SOURCE: seconds of continuous MOSI speech"),
     ] = 60.0,
+    runs: Annotated[int, typer.Option(min=1, help="sessions stage: runs of each N")] = 1,
+    readme: Annotated[
+        bool, typer.Option(help="sessions stage: write its table into ./README.md's block")
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write all figures")] = None,
 ) -> None:
     """Measure every budget of DESIGN.md on the bundled sample; prints a markdown table.
@@ -339,9 +343,22 @@ def bench(
 
     if not chosen_transports or set(chosen_transports) - set(TRANSPORTS):
         raise _fail(f"--transports: choose from {', '.join(TRANSPORTS)}")
-    plan = SessionsPlan(counts, chosen_transports, source, clip_seconds)
+    plan = SessionsPlan(counts, chosen_transports, source, clip_seconds, runs)
     results = run_bench(source or SAMPLE, EngineConfig(), chosen, plan)
     print(markdown(results))
+    if readme and "sessions" in results:
+        from .bench.sessions import readme_block
+        from .train.readme import write_block
+
+        command = (
+            f"stream-mmsa bench{f' {source}' if source else ''} --stages sessions "
+            f"--sessions {sessions} --transports {transports} --runs {runs}"
+            + ("" if source else f" --clip-seconds {clip_seconds:g}")
+        )
+        if not write_block(
+            Path("README.md"), "bench-sessions", readme_block(results["sessions"], command)
+        ):
+            console.print("README.md has no bench-sessions block here: nothing written")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(results, indent=2, default=str))

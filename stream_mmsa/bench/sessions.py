@@ -51,6 +51,7 @@ class SessionsPlan:
     transports: list[str]
     source: Path | None = None
     clip_seconds: float = 60.0
+    runs: int = 1
 
 
 @dataclass
@@ -121,14 +122,17 @@ async def run_sessions(runtime, clip: Path, sessions: int, transport: str) -> Se
     """N sessions on `clip` at real-time pace, all at once."""
     load = os.getloadavg()
     started, cpu = time.monotonic(), _cpu()
+    drops: dict[str, float] = {}
     if transport == "file":
         events, peer_cpu = await _file_sessions(runtime, clip, sessions), None
     elif transport == "webrtc":
-        events, peer_cpu = await _webrtc_sessions(runtime, clip, sessions)
+        events, peer_cpu, drops = await _webrtc_sessions(runtime, clip, sessions)
     else:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
     wall, used = time.monotonic() - started, _cpu() - cpu
-    return _summarise(events, runtime.config, transport, sessions, wall, used, peer_cpu, load)
+    result = _summarise(events, runtime.config, transport, sessions, wall, used, peer_cpu, load)
+    result.extra.update(drops)
+    return result
 
 
 def _summarise(
@@ -185,22 +189,29 @@ async def _file_sessions(runtime, clip: Path, sessions: int) -> Events:
     return events
 
 
-async def _webrtc_sessions(runtime, clip: Path, sessions: int) -> tuple[Events, float]:
-    """The server in this process on loopback; the N peers in a child process."""
+async def _webrtc_sessions(
+    runtime, clip: Path, sessions: int
+) -> tuple[Events, float, dict[str, float]]:
+    """The server in this process on loopback; the N peers in a child process.
+
+    Also returns what the server's sources threw away (latest-frame video, audio over the
+    backlog), sampled while the peers are connected (a session's counters go with it)."""
     import tempfile
 
     from aiohttp import web
 
     from ..config import ServerConfig
-    from ..server.app import build_app
+    from ..server.app import GATEWAY, build_app
 
     token = "bench-" + "x" * 16
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = ServerConfig(db=Path(tmp) / "events.sqlite", max_sessions=sessions)
-        runner = web.AppRunner(build_app(runtime, config, token))
+        app = build_app(runtime, config, token)
+        runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
+        drops: dict[str, float] = {}
         try:
             duration = _duration(clip)
             context = multiprocessing.get_context("spawn")
@@ -208,12 +219,26 @@ async def _webrtc_sessions(runtime, clip: Path, sessions: int) -> tuple[Events, 
                 url = f"http://127.0.0.1:{port}"
                 args = (url, token, str(clip), sessions, duration)
                 job = pool.apply_async(_publish_process, args)
-                events, peer_cpu = await asyncio.get_running_loop().run_in_executor(
-                    None, job.get, duration + 120
-                )
+                watcher = asyncio.create_task(_watch_drops(app[GATEWAY], drops))
+                try:
+                    events, peer_cpu = await asyncio.get_running_loop().run_in_executor(
+                        None, job.get, duration + 120
+                    )
+                finally:
+                    watcher.cancel()
         finally:
             await runner.cleanup()
-    return events, peer_cpu
+    return events, peer_cpu, drops
+
+
+async def _watch_drops(gateway, into: dict[str, float]) -> None:
+    """The gateway's frame counters, last seen with sessions running (polled each second)."""
+    while True:
+        stats = gateway.stats()
+        if stats.video_frames:
+            into["video_replaced"] = stats.video_replaced / stats.video_frames
+            into["audio_dropped"] = float(stats.audio_dropped)
+        await asyncio.sleep(1.0)
 
 
 def _duration(clip: Path) -> float:
@@ -292,9 +317,11 @@ async def _all(plan: SessionsPlan, config: EngineConfig, clip: Path) -> list[dic
 
     rows = []
     async with Runtime(config) as runtime:
-        for transport in plan.transports:
-            for n in plan.counts:
-                rows.append(asdict(await run_sessions(runtime, clip, n, transport)))
+        for run in range(1, plan.runs + 1):
+            for transport in plan.transports:
+                for n in plan.counts:
+                    result = await run_sessions(runtime, clip, n, transport)
+                    rows.append({"run": run, **asdict(result)})
     return rows
 
 
@@ -303,18 +330,52 @@ def _duration_of(rows: list[dict]) -> str:
 
 
 def markdown(results: dict) -> str:
-    """One row per (transport, N)."""
+    """One row per (transport, N); several runs side by side as run 1 / run 2 / …"""
     header = (
-        "| transport | sessions | cores/session | event p50 / p95 ms | windows/session (due) "
-        "| on time | text late | load (1 min) |"
+        "| transport | sessions | cores/session | event p50 ms | event p95 ms "
+        "| windows/session (due) | on time | text late | frames replaced / audio dropped "
+        "| load (1 min) |"
     )
-    lines = [header, "|---" * 8 + "|"]
-    for r in results["rows"]:
-        p50, p95 = r["latency_p50_ms"], r["latency_p95_ms"]
-        latency = "–" if p95 is None else f"{p50:.0f} / {p95:.0f}"
-        lines.append(
-            f"| {r['transport']} | {r['sessions']} | {r['cores_per_session']:.2f} | {latency} | "
-            f"{r['windows_per_session']:.0f} ({r['windows_due']}) | {r['on_time']:.0%} | "
-            f"{r['text_late']:.0%} | {r['load'][0]:.1f} |"
-        )
+    lines = [header, "|---" * 10 + "|"]
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in results["rows"]:
+        groups.setdefault((row["transport"], row["sessions"]), []).append(row)
+    for (transport, n), rows in groups.items():
+        cells = [transport, str(n)] + [" / ".join(c) for c in zip(*map(_cells, rows), strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cells(r: dict) -> list[str]:
+    """One run's figures, in the table's column order after transport and N."""
+    return [
+        f"{r['cores_per_session']:.2f}",
+        _ms(r["latency_p50_ms"]),
+        _ms(r["latency_p95_ms"]),
+        f"{r['windows_per_session']:.0f} ({r['windows_due']})",
+        f"{r['on_time']:.0%}",
+        f"{r['text_late']:.0%}",
+        _drops(r),
+        f"{r['load'][0]:.1f}",
+    ]
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _drops(row: dict) -> str:
+    extra = row["extra"]
+    if "video_replaced" not in extra:
+        return "–"
+    return f"{extra['video_replaced']:.0%}, {extra['audio_dropped']:.0f}"
+
+
+def readme_block(results: dict, command: str) -> str:
+    """The README's sessions table: the command, the clip, the machine, the figures."""
+    return (
+        f"`{command}` on {results['clip']}, {results['cpus']} CPUs "
+        f"(run 1 / run 2 / …; the first 4 s of each session excluded from latency; "
+        f"cores/session = the engine process's CPU time / (N × wall time); WebRTC peers run "
+        f"in a child process, not counted):\n\n{markdown(results)}\n"
+    )
