@@ -166,7 +166,7 @@ def test_the_installed_command_prints_one_line_and_no_traceback(
 async def _with_client(tmp_path: Path, check):
     """Run `check(client)` against the server's app; no request in this file needs models."""
     config = ServerConfig(db=tmp_path / "events.sqlite")
-    app = build_app(SimpleNamespace(worker=None), config, TOKEN)
+    app = build_app(SimpleNamespace(worker=None, text_worker=None), config, TOKEN)
     async with TestClient(TestServer(app)) as client:
         return await check(client)
 
