@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from stream_mmsa.config import EngineConfig
+from stream_mmsa.demo import sample_sentences, sentence_readings
 from stream_mmsa.engine import Runtime, Session
 from stream_mmsa.events import published_schema
 from stream_mmsa.features.asr import WhisperAsr
@@ -227,3 +228,20 @@ def test_text_is_late_when_asr_lags(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert assert_actions_follow_the_gate(late) >= len(late)
     status = [e for e in events if e["type"] == "status" and e["modality"] == "text"]
     assert any(e["state"] == "late" for e in status)
+
+
+def test_each_sentence_of_the_sample_reads_with_its_sign(fast_run) -> None:
+    """--fast: the mean score over each of the six sentences has the sentence's sign."""
+    events, _ = fast_run
+    readings = sentence_readings(events, sample_sentences())
+    assert len(readings) == 6 and all(r.windows >= 5 for r in readings)
+    assert [r.polarity for r in readings if not r.agrees] == [], readings
+
+
+def test_each_sentence_reads_with_its_sign_in_real_time(tmp_path: Path) -> None:
+    """The same at real-time pace (35 s), where the recogniser's lag moves the words."""
+    source = FileSource(SAMPLE, realtime=True)
+    events, _ = run_session(EngineConfig(), source, tmp_path / "e.sqlite", realtime=True)
+    readings = sentence_readings(events, sample_sentences())
+    assert len(readings) == 6 and all(r.windows >= 5 for r in readings)
+    assert [r.polarity for r in readings if not r.agrees] == [], readings
