@@ -277,6 +277,8 @@ class Session:
             if streams[each.extractor.stream]:
                 self.aligner.attach(each.extractor.modality)
                 self._attached.add(each.extractor.modality)
+        if "text" not in self._attached:  # no words will come: windows need not wait for them
+            await self._advance("text", math.inf)
         speech = SpeechTrack(SileroVad())
         async for frame in _until(self._stopped, self.source.frames()):
             if speech.accepts(frame):

@@ -271,6 +271,22 @@ def test_frames_before_the_worker_starts_keep_only_the_newest(fake_extractor) ->
     assert fake.seen == [0.03] and extractor.stats.dropped == 3
 
 
+def test_waiting_pushes_drop_nothing(fake_extractor) -> None:
+    """wait=True (offline runs): each push returns its own frame's reading."""
+    fake = FakeLandmarks(ms=0)
+    extractor = fake_extractor(fake, max_fps=1000, wait=True)
+
+    async def run() -> list[FeatureUpdate]:
+        updates = [await extractor.push(VideoFrame(BLANK + 100, i / 100)) for i in range(4)]
+        await extractor.close()
+        return updates
+
+    updates = asyncio.run(run())
+    assert fake.seen == [0.0, 0.01, 0.02, 0.03] and extractor.stats.dropped == 0
+    assert [[v.end for v in u.vectors] for u in updates] == [[0.0], [0.01], [0.02], [0.03]]
+    assert [u.watermark for u in updates] == [0.0, 0.01, 0.02, 0.03]
+
+
 def test_rate_adapts_to_processing_cost(fake_extractor) -> None:
     fake = FakeLandmarks(ms=40)  # 4x the 10 ms budget
     extractor = fake_extractor(fake, max_fps=10, min_fps=2, budget_ms=10)
