@@ -245,12 +245,16 @@ def test_text_worker_batches_sessions_and_gives_each_its_own_states() -> None:
     texts = ["I loved it", "the plot was stupid and far too long", "okay", "what a waste"]
 
     async def run() -> tuple[list, dict]:
-        async with TextWorker(encoder, max_wait_ms=50) as worker:
+        async with TextWorker(encoder, max_wait_ms=50, cache=2) as worker:
             states = await asyncio.gather(*(worker.encode(f"s{i}", t) for i, t in enumerate(texts)))
+            again = await worker.encode("s9", texts[-1])  # the latest two are kept
+            assert again is states[-1] and worker.hits == 1
+            await worker.encode("s9", texts[0])  # evicted: encoded anew
+            assert worker.hits == 1 and worker.metrics.calls == 2
             return states, worker.metrics.summary()
 
     batched, metrics = asyncio.run(run())
-    assert metrics["calls"] == 1 and metrics["batch_sizes"] == {4: 1}
+    assert metrics["batch_sizes"] == {4: 1, 1: 1}
     for text, states in zip(texts, batched, strict=True):
         alone, mask = encoder.encode_bottom([text])
         expected = alone[0][mask[0]].numpy()
