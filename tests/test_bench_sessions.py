@@ -47,7 +47,7 @@ def test_sessions_keep_cadence_on_files_and_webrtc(tmp_path: Path) -> None:
             ]
 
     files, webrtc = asyncio.run(run())
-    assert files.extra["sessions_seen"] == 2 and webrtc.extra["sessions_seen"] == 1
+    assert files.sessions_seen == 2 and webrtc.sessions_seen == 1
     for result in (files, webrtc):
         assert result.windows_due >= 10 and result.windows_per_session >= result.windows_due - 1
         assert result.latency_p95_ms is not None and result.latency_p50_ms > 0

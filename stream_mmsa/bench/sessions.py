@@ -60,6 +60,8 @@ class SessionsResult:
 
     transport: str
     sessions: int
+    sessions_seen: int
+    """Sessions that sent events (a peer that failed to connect sends none)."""
     seconds: float
     cores_per_session: float
     peer_cores: float | None
@@ -70,6 +72,8 @@ class SessionsResult:
     on_time: float
     """Share of windows whose event left before the next window closed (latency ≤ hop)."""
     text_late: float
+    audio_late: float
+    """Windows whose audio had not been read yet: the session fell behind real time."""
     load: tuple[float, float, float]
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -130,44 +134,52 @@ async def run_sessions(runtime, clip: Path, sessions: int, transport: str) -> Se
     else:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
     wall, used = time.monotonic() - started, _cpu() - cpu
-    result = _summarise(events, runtime.config, transport, sessions, wall, used, peer_cpu, load)
+    due = window_count(_duration(clip), runtime.config.window.hop)
+    hop = runtime.config.window.hop
+    result = _summarise(events, hop, transport, sessions, due, wall, used, load)
+    result.peer_cores = None if peer_cpu is None else peer_cpu / wall
     result.extra.update(drops)
     return result
 
 
 def _summarise(
     events: Events,
-    config: EngineConfig,
+    hop: float,
     transport: str,
     sessions: int,
+    due: int,
     wall: float,
     cpu: float,
-    peer_cpu: float | None,
     load: tuple[float, float, float],
 ) -> SessionsResult:
-    hop = config.window.hop
+    """`due`: windows the clip holds; a session that fell behind real time emits more
+    (the cadence runs on while its media is read late), each with every modality late."""
     windows = {s: [e for e in evs if e["type"] == "sentiment"] for s, evs in events.items()}
     counted = [e for evs in windows.values() for e in evs if e["window"]["end"] > WARMUP_S]
     latencies = [e["latency_ms"] for e in counted]
-    ends = [max((e["window"]["end"] for e in evs), default=0.0) for evs in windows.values()]
-    due = window_count(max(ends, default=0.0), hop)
-    states = Counter(e["modalities"]["text"]["state"] for e in counted)
+    late = {m: _share_late(counted, m) for m in ("text", "audio")}
     sent = [len(evs) for evs in windows.values()]
     return SessionsResult(
         transport=transport,
         sessions=sessions,
+        sessions_seen=len(windows),
         seconds=round(wall, 1),
         cores_per_session=cpu / wall / sessions,
-        peer_cores=None if peer_cpu is None else peer_cpu / wall,
+        peer_cores=None,
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
         windows_per_session=float(np.mean(sent)) if sent else 0.0,
         windows_due=due,
         on_time=float(np.mean([lat <= hop * 1000 for lat in latencies])) if latencies else 0.0,
-        text_late=states["late"] / max(1, sum(states.values())),
+        text_late=late["text"],
+        audio_late=late["audio"],
         load=load,
-        extra={"sessions_seen": float(len(windows))},
     )
+
+
+def _share_late(windows: list[dict], modality: str) -> float:
+    states = Counter(e["modalities"][modality]["state"] for e in windows)
+    return states["late"] / max(1, sum(states.values()))
 
 
 async def _file_sessions(runtime, clip: Path, sessions: int) -> Events:
@@ -333,10 +345,11 @@ def markdown(results: dict) -> str:
     """One row per (transport, N); several runs side by side as run 1 / run 2 / …"""
     header = (
         "| transport | sessions | cores/session | event p50 ms | event p95 ms "
-        "| windows/session (due) | on time | text late | frames replaced / audio dropped "
+        "| windows/session (due) | on time | text late | audio late "
+        "| frames replaced, audio dropped "
         "| load (1 min) |"
     )
-    lines = [header, "|---" * 10 + "|"]
+    lines = [header, "|---" * 11 + "|"]
     groups: dict[tuple[str, int], list[dict]] = {}
     for row in results["rows"]:
         groups.setdefault((row["transport"], row["sessions"]), []).append(row)
@@ -355,6 +368,7 @@ def _cells(r: dict) -> list[str]:
         f"{r['windows_per_session']:.0f} ({r['windows_due']})",
         f"{r['on_time']:.0%}",
         f"{r['text_late']:.0%}",
+        f"{r['audio_late']:.0%}",
         _drops(r),
         f"{r['load'][0]:.1f}",
     ]
