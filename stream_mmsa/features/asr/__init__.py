@@ -21,8 +21,10 @@ buffer (1.2 s of compute per audio second measured here). Instead:
   log-probability, and no temperature fallback.
 - What a decode costs is mostly decoder steps (one per new or forced token, ~4 ms each for
   tiny.en on these cores), then the encoder and the word alignment: the defaults decode once
-  per second of speech and keep the uncommitted tail short; the log-mel features skip the
-  silence padding (`log_mel`), and the no-speech probability is asked only without a prefix.
+  per second of speech after the first 2 s of an utterance and keep the uncommitted tail
+  short; the log-mel features skip the silence padding and apply the filter bank sparsely,
+  outside BLAS, whose spinning worker threads cost more than the transform (`log_mel`); the
+  no-speech probability is asked only without a prefix.
 - Falling behind never accumulates delay: when more than `max_pending_s` of audio waits
   undecoded, the oldest is skipped, counted and reported.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import threading
@@ -39,12 +40,31 @@ def _merge_punctuation(words: list[dict]) -> list[dict]:
     return merged
 
 
+@functools.cache
+def _sparse_filters(extractor: FeatureExtractor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mel filter bank as (FFT bin, weight) runs per filter: (columns, weights, run starts).
+
+    Each FFT bin feeds at most two of the triangular filters (391 of 16,080 weights are not
+    zero for tiny.en), so gathering the bins and summing each run is 40 times fewer products
+    than the dense matrix product. It also keeps the product out of BLAS: a threaded BLAS
+    call leaves its worker spinning after it returns, which cost more CPU than the whole
+    transform at a decode per second on a loaded machine (30 % of streaming ASR's CPU).
+    """
+    filters = np.asarray(extractor.mel_filters, dtype=np.float32)
+    rows, columns = np.nonzero(filters)
+    if len(np.unique(rows)) != filters.shape[0]:
+        raise ValueError("a mel filter without weights cannot be applied sparsely")
+    starts = np.flatnonzero(np.r_[True, np.diff(rows) != 0])
+    return columns, filters[rows, columns], starts
+
+
 def log_mel(extractor: FeatureExtractor, audio: np.ndarray, padding: int) -> np.ndarray:
     """Whisper's log-mel features of `audio` followed by `padding` zeros, as `extractor` gives.
 
-    The same values (to float32 rounding) at about a quarter of the cost, which counts at two
-    decodes per second: frames that see only the padding are silence (log10 of the floor,
-    -10) and are not transformed, and the transform is a real FFT on float32 frames.
+    The same values (to float32 rounding) at a fraction of the cost, which counts at a decode
+    per second: frames that see only the padding are silence (log10 of the floor, -10) and
+    are not transformed, the transform is a real FFT on float32 frames, and the filter bank
+    is applied sparsely (`_sparse_filters`), without a BLAS call.
     """
     n_fft, hop = extractor.n_fft, extractor.hop_length
     half = n_fft // 2
@@ -59,7 +79,9 @@ def log_mel(extractor: FeatureExtractor, audio: np.ndarray, padding: int) -> np.
     spectrum = np.fft.rfft(strided * window, axis=-1)
     power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
     mel = np.full((extractor.mel_filters.shape[0], frames), -10.0, np.float32)
-    mel[:, :heard] = np.log10(np.maximum(extractor.mel_filters @ power.T, 1e-10))
+    columns, weights, starts = _sparse_filters(extractor)
+    energy = np.add.reduceat(power[:, columns] * weights, starts, axis=1)
+    mel[:, :heard] = np.log10(np.maximum(energy.T, 1e-10))
     mel = np.maximum(mel, mel.max() - 8.0)
     return (mel + 4.0) / 4.0
 
