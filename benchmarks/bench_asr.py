@@ -1,7 +1,7 @@
 """Streaming ASR against the DESIGN.md budget: compute per audio second, latency, WER.
 
     .venv/bin/python benchmarks/bench_asr.py [--clips continuous,espeak,mosi] [--chunk 0.5]
-        [--runs 3] [--wav FILE --text REF] [--save DIR] [--set FIELD=VALUE]
+        [--runs 3] [--dither N] [--wav FILE --text REF] [--save DIR] [--set FIELD=VALUE]
 
 Clips, made at run time: `continuous`, ~60 s of MOSI valid transcripts in four espeak-ng
 voices with 0.7 s gaps (../shared/data/mosi/label.csv; --save DIR keeps it with its sidecar,
@@ -10,6 +10,8 @@ sentences with 1-2 s pauses (~37 s); `mosi`, the real CMU-MOSI clip from ../shar
 when present. Prints a markdown table.
 Latencies are in simulated real time (see stream_mmsa/bench/asr.py); the machine is
 shared, so compute figures are medians over --runs and the load average is printed with them.
+--dither N adds N streaming passes on the audio plus -100 dBFS noise and prints their WER
+spread: one pass's WER is one draw of a chaotic greedy decoder.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--clips", default="continuous,espeak,mosi", help="comma list")
     parser.add_argument("--chunk", type=float, default=0.5, help="seconds of audio per push")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dither", type=int, default=0, help="extra passes with -100 dBFS noise")
     parser.add_argument("--wav", type=Path, help="an extra file to measure")
     parser.add_argument("--text", help="reference transcript of --wav")
     parser.add_argument("--save", type=Path, help="keep the continuous clip in this directory")
@@ -83,7 +86,7 @@ def main() -> None:
     overrides = dict(s.split("=", 1) for s in args.set)
     config = AsrConfig(**{k: int(v) if v.isdigit() else float(v) for k, v in overrides.items()})
     model = load_asr_model(config.model, config.model_path, cpu_threads=config.cpu_threads)
-    measure = dict(runs=args.runs, model=model, config=config)
+    measure = dict(runs=args.runs, model=model, config=config, dither=args.dither)
     results = []
     if "continuous" in clips and espeak_available() and MOSI_LABELS.is_file():
         with tempfile.TemporaryDirectory(prefix="asr_continuous_") as tmp:
@@ -127,6 +130,13 @@ def main() -> None:
             f"  steps {result['steps']}, words {result['words']}, guard cuts {result['rejected']}, "
             f"skipped {result['skipped_s']:.1f} s"
         )
+        for against in ("offline", "reference"):
+            spread = result[f"wer_stream_vs_{against}_dither"]
+            if spread:
+                print(
+                    f"  WER vs {against}, {len(spread)} dithered passes: mean "
+                    f"{sum(spread) / len(spread):.3f}, range {min(spread):.3f}-{max(spread):.3f}"
+                )
 
 
 if __name__ == "__main__":

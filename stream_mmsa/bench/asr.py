@@ -33,6 +33,9 @@ from ..media.frames import AUDIO_RATE, AudioChunk
 from .common import percentile
 from .speech import load_audio, make_espeak_speech, wer
 
+DITHER_RMS = 1e-5
+"""Noise for the dithered passes: -100 dBFS, far below any microphone's own noise."""
+
 
 def _stream_once(
     model: WhisperAsr, config: AsrConfig, audio: np.ndarray, chunk_seconds: float
@@ -104,10 +107,14 @@ def benchmark_streaming_asr(
     runs: int = 3,
     model: WhisperAsr | None = None,
     config: AsrConfig | None = None,
+    dither: int = 0,
 ) -> dict:
     """Streaming vs offline on one file: compute per audio second, latency, WER.
 
     Compute figures are medians over `runs` (the machine is shared); latencies pool all runs.
+    `dither` extra streaming passes each add inaudible noise (`DITHER_RMS`) to the audio:
+    greedy decoding of short windows is chaotic, so one pass's WER is one draw, and the
+    spread of these (`wer_*_dither`) says which WER differences mean something.
     Offline is one greedy `WhisperModel.transcribe` pass over the whole file with the same model
     (the streaming decoder is greedy too); `offline_default_*` uses faster-whisper's defaults.
     `*_compute_*` is wall time, `*_cpu_*` process CPU time (all threads): the cost, which
@@ -134,6 +141,11 @@ def benchmark_streaming_asr(
         list(model.whisper.transcribe(audio)[0])  # faster-whisper defaults: beam 5, fallback
         default_times.append(time.perf_counter() - started)
     stream_text = " ".join(w.word for w in passes[0]["words"])
+    dithered = []
+    for seed in range(1, dither + 1):
+        noise = np.random.default_rng(seed).normal(0.0, DITHER_RMS, len(audio))
+        perturbed = _stream_once(model, config, audio + noise.astype(np.float32), chunk_seconds)
+        dithered.append(" ".join(w.word for w in perturbed["words"]))
     stream_rtf = statistics.median(p["compute_s"] for p in passes) / duration
     offline_rtf = statistics.median(offline_times) / duration
     stream_cpu = statistics.median(p["cpu_s"] for p in passes) / duration
@@ -161,6 +173,10 @@ def benchmark_streaming_asr(
         "wer_stream_vs_offline": wer(offline_text, stream_text),
         "wer_stream_vs_reference": wer(reference, stream_text) if reference else None,
         "wer_offline_vs_reference": wer(reference, offline_text) if reference else None,
+        "wer_stream_vs_offline_dither": [wer(offline_text, t) for t in dithered],
+        "wer_stream_vs_reference_dither": [wer(reference, t) for t in dithered]
+        if reference
+        else [],
         "stream_text": stream_text,
         "offline_text": offline_text,
         "steps": stats.steps,
