@@ -12,9 +12,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from stream_mmsa.config import load_config
-from stream_mmsa.model.evaluator import fit_evaluator, score_decisions
+from stream_mmsa.model.evaluator import (
+    Decisions,
+    EvaluatorInputs,
+    MissingModalityEvaluator,
+    fit_evaluator,
+    gate_decisions,
+    score_decisions,
+)
+from stream_mmsa.model.prompts import N_PATTERNS
+from stream_mmsa.model.types import QUALITY_SIGNALS
 from stream_mmsa.train.ablation import _pairs
 from stream_mmsa.train.gate_study import Judged, auroc, bootstrap, fit_plain, judge, spearman
 from stream_mmsa.train.protocols import ModalityPattern
@@ -65,3 +75,48 @@ def test_bootstrap_interval_covers_a_known_difference() -> None:
     assert row["difference"] == pytest.approx(-0.1)
     assert row["ci95_low"] == pytest.approx(-0.1) and row["ci95_high"] == pytest.approx(-0.1)
     assert result["gate - oracle"]["difference"] == pytest.approx(0.2)
+
+
+def _known_rule(groups: int, seed: int) -> Decisions:
+    """Late text in utterances of 10 windows: imagining it helps iff recall_continues, by
+    how much depends on the utterance's label; the summaries name the utterance only."""
+    gen = torch.Generator().manual_seed(seed)
+    n, d = groups * 10, 8
+    group = torch.arange(n) // 10
+    label = (torch.randn(groups, generator=gen) * 1.5)[group]
+    continues = torch.rand(n, generator=gen) < 0.5
+    noise = torch.randn(n, generator=gen) * 0.5
+    imagined = torch.where(continues, label + noise, -0.5 * label + noise)
+    pred = torch.zeros(n, 8)
+    pred[:, 1] = imagined
+    quality = torch.zeros(n, len(QUALITY_SIGNALS))
+    quality[:, QUALITY_SIGNALS.index("recall_continues")] = continues.float()
+    quality[:, QUALITY_SIGNALS.index("recall_words")] = torch.rand(n, generator=gen)
+    available = torch.randn(groups, 3, d, generator=gen)[group]
+    available[:, 0] = 0.0
+    recalled = torch.randn(groups, d, generator=gen)[group]
+    missing = torch.zeros(n, 3, dtype=torch.bool)
+    missing[:, 0] = True
+    inputs = EvaluatorInputs(available, recalled, quality, torch.full((n,), 6))
+    ids = [f"u{seed}-{int(g)}#{i}" for i, g in enumerate(group)]
+    return Decisions(inputs, pred, label, label, missing, ids)
+
+
+def test_fit_evaluator_learns_a_rule_from_a_quality_signal() -> None:
+    """The rule lives in one quality signal and the summaries can only memorise utterances:
+    on new utterances the fitted gate follows the signal and beats both fixed policies."""
+
+    class Stub(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.evaluator = MissingModalityEvaluator(8, 16)
+            self.register_buffer("tau", torch.zeros(N_PATTERNS, 3))
+
+    model = Stub()
+    fit_evaluator(model, _known_rule(40, 0), seed=0)  # type: ignore[arg-type]
+    test = _known_rule(40, 1)
+    gate = gate_decisions(model, test)  # type: ignore[arg-type]
+    continues = test.inputs.quality[:, QUALITY_SIGNALS.index("recall_continues")] > 0.5
+    assert float((gate[:, 0] == continues).float().mean()) > 0.9
+    fixed = min(test.errors(test.missing).mean(), test.errors(~test.missing).mean())
+    assert test.errors(gate).mean() < fixed

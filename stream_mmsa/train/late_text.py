@@ -39,7 +39,7 @@ from ..features.text import TextEncoder, encode_records
 from ..model.evaluator import Decisions, fit_evaluator, gate_decisions, score_decisions
 from ..model.quality import Recall, quality_signals
 from ..model.sentiment import SentimentModel, save_sentiment_model
-from ..model.types import MODALITIES
+from ..model.types import MODALITIES, QUALITY_SIGNALS
 from .ablation import interval_lines, plot_study, summary, table, verdict
 from .datasets import Sample, TextRecord, collate
 from .gate_study import METHODS, Judged, auroc, bootstrap, fit_plain, judge, spearman
@@ -134,7 +134,12 @@ def late_pairs(
 
 TEACHER = "gate (teacher)"
 """The gate of an evaluator fitted to the complete flow's predictions instead of the labels."""
-COLUMNS = (*METHODS, TEACHER)
+RULE = "recall rule"
+"""A fixed rule for reference, fitted on nothing: imagine late text iff its recall continues
+the utterance (no pause that starts a new one since the recalled words)."""
+COLUMNS = (*METHODS, TEACHER, RULE)
+COMPARE = {"recall rule - fixed": (RULE, "fixed"), "gate - recall rule": ("gate", RULE)}
+"""Differences reported beside the study's own (gate_study.bootstrap)."""
 SHIP_PATTERNS = ("missing_vision", "missing_audio")
 """What `--ship` also fits on, dropped from the windows: no face, no microphone."""
 
@@ -194,6 +199,7 @@ def study_seed(
         decisions.append(decided(model, held))
         fit_evaluator(model.fusion, fitted, target="teacher", seed=seed)
         judged.errors[TEACHER] = held.errors(gate_decisions(model.fusion, held)).numpy()
+        judged.errors[RULE] = held.errors(recall_rule(held)).numpy()
         parts.append(judged)
     model.fusion.evaluator.load_state_dict(state)
     model.fusion.tau.copy_(tau)
@@ -207,6 +213,12 @@ def study_seed(
     return joined, torch.cat(decisions)
 
 
+def recall_rule(data: Decisions) -> torch.Tensor:
+    """(N, 3) bool: `RULE`'s decisions (late text imagined iff its recall continues)."""
+    continues = data.inputs.quality[:, QUALITY_SIGNALS.index("recall_continues")] > 0.5
+    return data.missing & continues[:, None] & torch.tensor([True, False, False])
+
+
 def decided(model: SentimentModel, data: Decisions) -> torch.Tensor:
     """(N, 3) per window: the gate imagines the text (0/1), the recall continues the
     utterance (0/1), and the realised gain of imagining it (MAE skipping − imagining)."""
@@ -214,7 +226,7 @@ def decided(model: SentimentModel, data: Decisions) -> torch.Tensor:
     gain = data.errors(torch.zeros_like(gate)) - data.errors(
         data.missing & torch.tensor([True, False, False])
     )
-    continues = data.inputs.quality[:, 1] > 0.5
+    continues = data.inputs.quality[:, QUALITY_SIGNALS.index("recall_continues")] > 0.5
     return torch.stack([gate[:, 0].float(), continues.float(), gain], 1)
 
 
@@ -262,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         profiles.append(rows)
         profile = decision_profile(rows)
         console.print(f"seed {seed}: {len(pairs)} late windows, " + json.dumps(profile))
-    intervals = bootstrap(study, shared=True)
+    intervals = bootstrap(study, shared=True, also=COMPARE)
     ranking = {
         "auroc": statistics.fmean(
             auroc(s["late text"].predicted, s["late text"].realised > 0) for s in study
@@ -311,7 +323,9 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
         "on one half and judged on the other, both ways. Mean |error| per window, lower is "
         "better; the lag draw is simulated, the text, audio and recognition errors are real. "
         f"`{TEACHER}`: the same evaluator fitted to the complete flow's predictions (the "
-        "window with its text ready) as pseudo labels instead of the labels.",
+        "window with its text ready) as pseudo labels instead of the labels. "
+        f"`{RULE}`: a fixed rule for reference, fitted on nothing: imagine late text iff the "
+        "recall continues the utterance (the `recall_continues` quality signal).",
         "",
         *table(study, COLUMNS),
         "",
@@ -321,6 +335,8 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
         *interval_lines(intervals),
         "",
         verdict(intervals),
+        "",
+        _power(intervals, len(np.unique(np.concatenate([s["late text"].groups for s in study])))),
         "",
         f"Evaluator score vs realised gain of imagining the text: AUROC {ranking['auroc']:.3f}, "
         f"Spearman {ranking['spearman']:.3f}. Late text is imagined (from the recall) in "
@@ -333,6 +349,20 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
         f"![mean |error| per method]({args.out.with_suffix('.png').name})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _power(intervals: dict, utterances: int) -> str:
+    """What the reference rule says about how large a gain this many utterances can show."""
+    rule = intervals["recall rule - fixed"]
+    gate = intervals["gate - recall rule"]
+    return (
+        f"For scale: the fixed recall rule, fitted on nothing, is {rule['difference']:+.3f} "
+        f"from the better fixed policy ([{rule['ci95_low']:+.3f}, {rule['ci95_high']:+.3f}]), "
+        f"and the gate {gate['difference']:+.3f} from the rule ([{gate['ci95_low']:+.3f}, "
+        f"{gate['ci95_high']:+.3f}]). The interval's width comes from the utterances: MOSI "
+        f"valid has {utterances} utterances with words, and whether imagining from the recall "
+        "helps a window depends mostly on its utterance's label."
+    )
 
 
 def _card(card: str, fit, profile, intervals, args) -> str:
