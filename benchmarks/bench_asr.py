@@ -17,12 +17,16 @@ spread: one pass's WER is one draw of a chaotic greedy decoder.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 from stream_mmsa.bench.asr import benchmark_espeak, benchmark_streaming_asr
 from stream_mmsa.bench.speech import MOSI_LABELS, espeak_available, make_continuous_speech
 from stream_mmsa.features.asr import AsrConfig, load_asr_model
+from stream_mmsa.train.readme import write_block
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 MOSI_CLIP = Path(__file__).resolve().parents[2] / "shared/data/media/03bSnISJMiM_1.wav"
 MOSI_TEXT = "anyhow it was really good"
@@ -64,6 +68,31 @@ def cell(result: dict, key: str | tuple[str, ...], fmt: str) -> str:
     return "n/a" if any(v is None for v in values) else fmt.format(*values)
 
 
+def table(results: list[dict], config: AsrConfig, args: argparse.Namespace) -> str:
+    """The settings, then one markdown row per clip (and the dithered WER means)."""
+    lines = [
+        f"tiny.en {config.compute_type}, {config.cpu_threads} threads, chunks of {args.chunk} s, "
+        f"step {config.step_s} s, medians of {args.runs} runs"
+        + (f", set {' '.join(args.set)}" if args.set else "")
+        + ".",
+        "",
+        "| " + " | ".join(name for name, _, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for result in results:
+        lines.append("| " + " | ".join(cell(result, key, fmt) for _, key, fmt in COLUMNS) + " |")
+    for result in results:
+        for against in ("offline", "reference"):
+            spread = result[f"wer_stream_vs_{against}_dither"]
+            if spread:
+                lines.append(
+                    f"\n{result['file']}: WER vs {against} over {len(spread)} dithered passes, "
+                    f"mean {sum(spread) / len(spread):.3f} (range {min(spread):.3f}-"
+                    f"{max(spread):.3f})."
+                )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", default="continuous,espeak,mosi", help="comma list")
@@ -73,6 +102,7 @@ def main() -> None:
     parser.add_argument("--wav", type=Path, help="an extra file to measure")
     parser.add_argument("--text", help="reference transcript of --wav")
     parser.add_argument("--save", type=Path, help="keep the continuous clip in this directory")
+    parser.add_argument("--readme", action="store_true", help="write README.md's block")
     parser.add_argument(
         "--set",
         action="append",
@@ -113,16 +143,13 @@ def main() -> None:
             benchmark_streaming_asr(args.wav, args.chunk, reference=args.text, **measure)
         )
 
-    print(
-        f"\ntiny.en {config.compute_type}, {config.cpu_threads} threads, chunks of {args.chunk} s, "
-        f"step {config.step_s} s, medians of {args.runs} runs"
-        + (f", set {' '.join(args.set)}" if args.set else "")
-        + "\n"
-    )
-    print("| " + " | ".join(name for name, _, _ in COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
-    for result in results:
-        print("| " + " | ".join(cell(result, key, fmt) for _, key, fmt in COLUMNS) + " |")
+    report = table(results, config, args)
+    print("\n" + report)
+    if args.readme:
+        command = "python benchmarks/bench_asr.py " + " ".join(sys.argv[1:])
+        body = f"`{command}`: {report}"
+        if not write_block(README, "asr-continuous", body):
+            print("README.md has no asr-continuous block: nothing written")
     for result in results:
         print(f"\n{result['file']}:\n  stream:  {result['stream_text']}")
         print(f"  offline: {result['offline_text']}")
@@ -130,13 +157,6 @@ def main() -> None:
             f"  steps {result['steps']}, words {result['words']}, guard cuts {result['rejected']}, "
             f"skipped {result['skipped_s']:.1f} s"
         )
-        for against in ("offline", "reference"):
-            spread = result[f"wer_stream_vs_{against}_dither"]
-            if spread:
-                print(
-                    f"  WER vs {against}, {len(spread)} dithered passes: mean "
-                    f"{sum(spread) / len(spread):.3f}, range {min(spread):.3f}-{max(spread):.3f}"
-                )
 
 
 if __name__ == "__main__":

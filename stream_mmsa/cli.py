@@ -320,7 +320,7 @@ def bench(
     ] = 60.0,
     runs: Annotated[int, typer.Option(min=1, help="sessions stage: runs of each N")] = 1,
     readme: Annotated[
-        bool, typer.Option(help="sessions stage: write its table into ./README.md's block")
+        bool, typer.Option(help="write the tables into ./README.md's bench blocks")
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write all figures")] = None,
 ) -> None:
@@ -346,22 +346,45 @@ def bench(
     plan = SessionsPlan(counts, chosen_transports, source, clip_seconds, runs)
     results = run_bench(source or SAMPLE, EngineConfig(), chosen, plan)
     print(markdown(results))
-    if readme and "sessions" in results:
-        from .bench.sessions import readme_block
-        from .train.readme import write_block
-
-        command = (
-            f"stream-mmsa bench{f' {source}' if source else ''} --stages sessions "
-            f"--sessions {sessions} --transports {transports} --runs {runs}"
-            + ("" if source else f" --clip-seconds {clip_seconds:g}")
-        )
-        if not write_block(
-            Path("README.md"), "bench-sessions", readme_block(results["sessions"], command)
-        ):
-            console.print("README.md has no bench-sessions block here: nothing written")
+    if readme:
+        _write_bench_blocks(results, source, stages, sessions, transports, runs, clip_seconds)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(results, indent=2, default=str))
+
+
+def _write_bench_blocks(
+    results: dict,
+    source: Path | None,
+    stages: str,
+    sessions: str,
+    transports: str,
+    runs: int,
+    clip_seconds: float,
+) -> None:
+    """The stage table into README's bench-sample block, the sessions table into
+    bench-sessions, each with the command that made it."""
+    from .bench import markdown
+    from .bench.sessions import readme_block
+    from .train.readme import write_block
+
+    readme, named = Path("README.md"), f" {source}" if source else ""
+    staged = [s for s in stages.split(",") if s.strip() and s.strip() not in EXTRA_STAGES]
+    blocks = {}
+    if staged:
+        command = f"stream-mmsa bench{named} --stages {','.join(staged)} --readme"
+        figures = {k: v for k, v in results.items() if k != "sessions"}
+        blocks["bench-sample"] = f"`{command}`:\n\n{markdown(figures)}\n"
+    if "sessions" in results:
+        command = (
+            f"stream-mmsa bench{named} --stages sessions --sessions {sessions} "
+            f"--transports {transports} --runs {runs} --readme"
+            + ("" if source else f" --clip-seconds {clip_seconds:g}")
+        )
+        blocks["bench-sessions"] = readme_block(results["sessions"], command)
+    for name, body in blocks.items():
+        if not write_block(readme, name, body):
+            console.print(f"README.md has no {name} block here: nothing written")
 
 
 def _int_list(option: str, text: str) -> list[int]:

@@ -353,9 +353,10 @@ def bench_sessions(plan: SessionsPlan, config: EngineConfig) -> dict:
             clip = make_clip(tmp, plan.clip_seconds)
         else:
             clip = SAMPLE
+        seconds = _duration(clip)
         rows = asyncio.run(_all(plan, config, clip))
     made = plan.source is None and clip != SAMPLE
-    described = f"continuous MOSI valid speech, {_duration_of(rows)}" if made else str(clip)
+    described = f"{seconds:.0f} s of continuous MOSI valid speech" if made else str(clip)
     return {"clip": described, "cpus": os.cpu_count(), "rows": rows}
 
 
@@ -370,10 +371,6 @@ async def _all(plan: SessionsPlan, config: EngineConfig, clip: Path) -> list[dic
                     result = await run_sessions(runtime, clip, n, transport)
                     rows.append({"run": run, **asdict(result)})
     return rows
-
-
-def _duration_of(rows: list[dict]) -> str:
-    return f"{max((r['seconds'] for r in rows), default=0):.0f} s" if rows else "no runs"
 
 
 def markdown(results: dict) -> str:
