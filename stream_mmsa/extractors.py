@@ -52,11 +52,14 @@ def face(context: ExtractorContext) -> Extractor:
     )
 
 
+def transcript_config(config: EngineConfig, realtime: bool) -> AsrConfig:
+    """The recogniser's settings: real time skips audio it cannot catch up with (more than
+    8 s behind); offline it decodes it all."""
+    return AsrConfig(model=config.asr_model, max_pending_s=8.0 if realtime else None)
+
+
 def transcript(context: ExtractorContext) -> Extractor:
-    """Real time skips audio the recogniser cannot catch up with; offline it decodes it all."""
-    config = AsrConfig(
-        model=context.config.asr_model, max_pending_s=8.0 if context.realtime else None
-    )
+    config = transcript_config(context.config, context.realtime)
     return TranscriptExtractor(context.asr_model, config, final_watermark=not context.realtime)
 
 

@@ -29,7 +29,7 @@ import pickle
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config, EngineConfig, load_config
 from ..engine import Runtime, Session
+from ..extractors import transcript_config
 from ..features.text import TextEncoder, encode_records
 from ..media.frames import AUDIO_RATE
 from ..media.sources.base import Source
@@ -103,8 +104,13 @@ def utterance_audio(text: str) -> np.ndarray:
 
 
 def cache_dir(engine: EngineConfig) -> Path:
-    """Where this voice, window cadence and recogniser's windows are kept."""
-    settings = [VERSION, VOICE, LEAD, TAIL, NOISE, engine.window.model_dump(), engine.asr_model]
+    """Where this voice, window cadence and recogniser's windows are kept.
+
+    The recogniser's settings are part of the key (as the offline session builds them):
+    windows transcribed with other settings would train on words live sessions never hear.
+    """
+    recogniser = asdict(transcript_config(engine, realtime=False))
+    settings = [VERSION, VOICE, LEAD, TAIL, NOISE, engine.window.model_dump(), recogniser]
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "spoken" / key
 
