@@ -34,6 +34,7 @@ from ..media.frames import AUDIO_RATE
 from ..paths import SAMPLE
 from ..windowing import window_count
 from .common import percentile
+from .engine import LoopLag
 
 TRANSPORTS = ("file", "webrtc")
 WARMUP_S = 4.0
@@ -76,6 +77,8 @@ class SessionsResult:
     """Windows whose audio had not been read yet: the session fell behind real time."""
     load: tuple[float, float, float]
     extra: dict[str, float] = field(default_factory=dict)
+    loop_lag_p99_ms: float | None = None
+    """How late the event loop (every session's pump, the network) woke a 10 ms sleep."""
 
 
 def make_clip(directory: str | Path, duration_s: float = 60.0) -> Path:
@@ -139,21 +142,27 @@ def _cpu() -> float:
 
 async def run_sessions(runtime, clip: Path, sessions: int, transport: str) -> SessionsResult:
     """N sessions on `clip` at real-time pace, all at once."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
     load = os.getloadavg()
+    lag = LoopLag()
+    monitor = asyncio.create_task(lag.run())
     started, cpu = time.monotonic(), _cpu()
     drops: dict[str, float] = {}
-    if transport == "file":
-        events, peer_cpu = await _file_sessions(runtime, clip, sessions), None
-    elif transport == "webrtc":
-        events, peer_cpu, drops = await _webrtc_sessions(runtime, clip, sessions)
-    else:
-        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+    try:
+        if transport == "file":
+            events, peer_cpu = await _file_sessions(runtime, clip, sessions), None
+        else:
+            events, peer_cpu, drops = await _webrtc_sessions(runtime, clip, sessions)
+    finally:
+        monitor.cancel()
     wall, used = time.monotonic() - started, _cpu() - cpu
     due = window_count(_duration(clip), runtime.config.window.hop)
     hop = runtime.config.window.hop
     result = _summarise(events, hop, transport, sessions, due, wall, used, load)
     result.peer_cores = None if peer_cpu is None else peer_cpu / wall
     result.extra.update(drops)
+    result.loop_lag_p99_ms = percentile(lag.samples, 99)
     return result
 
 
@@ -378,10 +387,10 @@ def markdown(results: dict) -> str:
     header = (
         "| transport | sessions | cores/session | event p50 ms | event p95 ms "
         "| windows/session (due) | on time | text late | audio late "
-        "| frames replaced, audio dropped | peers' cores "
+        "| frames replaced, audio dropped | peers' cores | loop lag p99 ms "
         "| load (1 min) |"
     )
-    lines = [header, "|---" * 12 + "|"]
+    lines = [header, "|---" * 13 + "|"]
     groups: dict[tuple[str, int], list[dict]] = {}
     for row in results["rows"]:
         groups.setdefault((row["transport"], row["sessions"]), []).append(row)
@@ -403,6 +412,7 @@ def _cells(r: dict) -> list[str]:
         f"{r['audio_late']:.0%}",
         _drops(r),
         "–" if r["peer_cores"] is None else f"{r['peer_cores']:.2f}",
+        _ms(r.get("loop_lag_p99_ms")),
         f"{r['load'][0]:.1f}",
     ]
 

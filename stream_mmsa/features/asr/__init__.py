@@ -27,10 +27,13 @@ buffer (1.2 s of compute per audio second measured here). Instead:
   no-speech probability is asked only without a prefix.
 - Falling behind never accumulates delay: when more than `max_pending_s` of audio waits
   undecoded, the oldest is skipped, counted and reported.
+- Sessions share the model and its one decoding thread: windows that several sessions ask
+  for at the same time, of similar length, are decoded in one batch (batch.py).
 
 `TranscriberCore` is synchronous and model-agnostic (any `WindowDecoder`, any `VoiceDetector`),
 so the policy is unit-tested without a model or an event loop. `StreamingTranscriber` is the
-asyncio face the engine uses: decoding runs on the model's single worker thread.
+asyncio face the engine uses: each session's steps run on a thread of the model's
+pool, and their decodes meet on the model's batching thread.
 """
 
 from .guards import (

@@ -14,7 +14,8 @@ from .whisper import WhisperAsr, load_asr_model
 class StreamingTranscriber:
     """Per-session streaming ASR for the engine: `await push(chunk)`, `await flush()`.
 
-    Decoding runs on the shared model's single worker thread, never on the event loop.
+    Each step runs on a thread of the shared model's pool, never on the event loop; the
+    decodes of all sessions meet on the model's one batching thread (batch.py).
     With `max_pending_s` set (real time), push returns after at most its chunk's duration:
     a caller awaiting every push keeps real-time pace, audio arriving during a slow decode
     queues here and goes to the next job (its oldest part skipped beyond the bound), and

@@ -6,6 +6,7 @@ import functools
 import importlib
 import importlib.util
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,10 +15,12 @@ import numpy as np
 
 from ...media.frames import AUDIO_RATE
 from ...paths import cache_root, hub_offline
+from .batch import Batcher, Request
 from .guards import normalize_word
 from .types import DEFAULT_MODEL, Hypothesis, Word
 
 if TYPE_CHECKING:
+    from ctranslate2 import StorageView
     from faster_whisper import WhisperModel
     from faster_whisper.feature_extractor import FeatureExtractor
 
@@ -86,15 +89,24 @@ def log_mel(extractor: FeatureExtractor, audio: np.ndarray, padding: int) -> np.
     return (mel + 4.0) / 4.0
 
 
+def _pad_silence(features: np.ndarray, frames: int) -> np.ndarray:
+    """`features` continued with silence (its floor value, as log_mel pads) to `frames`."""
+    extra = frames - features.shape[-1]
+    if extra == 0:
+        return features
+    floor = np.full((features.shape[0], extra), features.min(), dtype=features.dtype)
+    return np.concatenate([features, floor], axis=1)
+
+
 class WhisperAsr:
-    """A loaded faster-whisper model plus the single worker thread that runs it.
+    """A loaded faster-whisper model and the one thread that runs it, for every session.
 
     One per (model, threads, compute type) in the process, shared by every session
-    (`load_asr_model` caches it): CTranslate2 weights are loaded once, and one worker keeps
-    sessions from oversubscribing the cores — their steps queue instead.
+    (`load_asr_model` caches it): CTranslate2 weights are loaded once, and the sessions'
+    decodes are batched on one thread (`Batcher`) instead of queueing one by one.
     """
 
-    def __init__(self, whisper: WhisperModel, name: str, path: str) -> None:
+    def __init__(self, whisper: WhisperModel, name: str, path: str, max_batch: int = 8) -> None:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -104,66 +116,109 @@ class WhisperAsr:
         self.tokenizer = Tokenizer(
             whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe", language="en"
         )
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"asr-{name}")
+        # Each session's recogniser steps on a thread of its own; their decodes meet in
+        # one batch on the batcher's single thread, so the cores are never oversubscribed.
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix=f"asr-{name}")
+        self.batcher = Batcher(self.decode_many, max_batch, name=f"asr-batch-{name}")
         self._suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
         self._max_length = int(whisper.max_length)
 
     def decode(
         self, audio: np.ndarray, prompt: str, prefix: str, max_new_tokens: int, pad_s: float
     ) -> Hypothesis:
-        """Encode only this window plus `pad_s` (not 30 s), greedy-decode, align words by DTW.
+        """One window, decoded together with whatever other sessions asked for meanwhile.
 
-        Alignment covers the audio frames only, so the padding never stretches the last word.
-        The no-speech probability (a second pass over the prompt in CTranslate2) is asked for
-        only without a forced prefix: a window that holds committed words holds speech.
+        Blocks the calling thread (a session's recogniser step, never the event loop)."""
+        return self.batcher.run(Request(audio, prompt, prefix, max_new_tokens, pad_s))
+
+    def decode_many(self, requests: Sequence[Request]) -> list[Hypothesis]:
+        """Encode only each window plus its padding (not 30 s), greedy-decode, align words.
+
+        Windows of several sessions go through the encoder, the decoder and the alignment
+        as one batch: on a CPU the decoder's steps cost little more for four sequences than
+        for one. A shorter window is padded with more silence to the longest; alignment
+        covers each window's own audio frames only, so the padding never stretches a word.
+        The no-speech probability (a second pass over the prompt in CTranslate2) is asked
+        for only when a window has no forced prefix: a window holding committed words holds
+        speech.
         """
         tok = self.tokenizer
-        features = log_mel(self.whisper.feature_extractor, audio, round(pad_s * AUDIO_RATE))
-        if features.shape[-1] > 3000:
-            raise ValueError(f"ASR window of {features.shape[-1] / 100:.1f} s exceeds 30 s")
-        frames = len(audio) // self.whisper.feature_extractor.hop_length
-        encoded = self.whisper.encode(features)
-        tokens: list[int] = []
-        if prompt:
-            tokens = [
-                tok.sot_prev,
-                *tok.encode(" " + prompt.strip())[-(self._max_length // 2 - 1) :],
-            ]
-        tokens += [*tok.sot_sequence, tok.no_timestamps]
-        prefix_tokens = tok.encode(" " + prefix.strip()) if prefix else []
-        tokens += prefix_tokens
-        budget = max(1, min(max_new_tokens, self._max_length - len(tokens)))
-        result = self.whisper.model.generate(
+        hop = self.whisper.feature_extractor.hop_length
+        features = [
+            log_mel(self.whisper.feature_extractor, r.audio, round(r.pad_s * AUDIO_RATE))
+            for r in requests
+        ]
+        longest = max(f.shape[-1] for f in features)
+        if longest > 3000:
+            raise ValueError(f"ASR window of {longest / 100:.1f} s exceeds 30 s")
+        encoded = self.whisper.encode(np.stack([_pad_silence(f, longest) for f in features]))
+        prompts, prefixes = [], []
+        for r in requests:
+            tokens: list[int] = []
+            if r.prompt:
+                tokens = [
+                    tok.sot_prev,
+                    *tok.encode(" " + r.prompt.strip())[-(self._max_length // 2 - 1) :],
+                ]
+            prefix = tok.encode(" " + r.prefix.strip()) if r.prefix else []
+            prompts.append([*tokens, *tok.sot_sequence, tok.no_timestamps, *prefix])
+            prefixes.append(prefix)
+        budgets = [
+            max(1, min(r.max_new_tokens, self._max_length - len(p)))
+            for r, p in zip(requests, prompts, strict=True)
+        ]
+        results = self.whisper.model.generate(
             encoded,
-            [tokens],
+            prompts,
             beam_size=1,
-            max_length=len(tokens) + budget,
+            max_length=max(len(p) + b for p, b in zip(prompts, budgets, strict=True)),
             return_scores=True,
-            return_no_speech_prob=not prefix_tokens,
+            return_no_speech_prob=not all(prefixes),
             suppress_blank=True,
             suppress_tokens=self._suppress,
-        )[0]
-        sequence = [t for t in result.sequences_ids[0] if t < tok.eot]
-        new = sequence[len(prefix_tokens) :]
-        hypothesis = Hypothesis(
-            words=[],
-            no_speech_prob=0.0 if prefix_tokens else float(result.no_speech_prob),
-            avg_logprob=float(result.scores[0]),  # CTranslate2 scores are per-token averages
-            truncated=len(new) >= budget,
         )
-        if not new:
-            return hypothesis
-        aligned = self.whisper.find_alignment(tok, [sequence], encoded, frames)[0]
-        position, fresh = 0, []
-        for w in aligned:
-            if position >= len(prefix_tokens):  # words that start inside the prefix are committed
-                fresh.append(w)
-            position += len(w["tokens"])
-        hypothesis.words = [
-            Word(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
-            for w in _merge_punctuation(fresh)
-        ]
-        return hypothesis
+        hypotheses, sequences = [], []
+        for result, prefix, budget in zip(results, prefixes, budgets, strict=True):
+            sequence = [t for t in result.sequences_ids[0] if t < tok.eot]
+            new = sequence[len(prefix) :]
+            sequence = sequence[: len(prefix) + budget]  # a longer batch mate ran on: cut
+            sequences.append(sequence if new else [])
+            hypotheses.append(
+                Hypothesis(
+                    words=[],
+                    no_speech_prob=0.0 if prefix else float(result.no_speech_prob),
+                    avg_logprob=float(result.scores[0]),  # CTranslate2: per-token averages
+                    truncated=len(new) >= budget,
+                )
+            )
+        frames = [len(r.audio) // hop for r in requests]
+        for i, aligned in self._align(encoded, sequences, frames).items():
+            position, fresh = 0, []
+            for w in aligned:
+                if position >= len(prefixes[i]):  # words starting in the prefix are committed
+                    fresh.append(w)
+                position += len(w["tokens"])
+            hypotheses[i].words = [
+                Word(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+                for w in _merge_punctuation(fresh)
+            ]
+        return hypotheses
+
+    def _align(
+        self, encoded: StorageView, sequences: list[list[int]], frames: list[int]
+    ) -> dict[int, list[dict]]:
+        """Word timings of the windows that decoded new tokens, by index in the batch."""
+        wanted = [i for i, sequence in enumerate(sequences) if sequence]
+        if not wanted:
+            return {}
+        if len(wanted) < len(sequences):  # align only these: a batch of their encoder states
+            from ctranslate2 import StorageView
+
+            encoded = StorageView.from_array(np.asarray(encoded)[wanted])
+        aligned = self.whisper.find_alignment(
+            self.tokenizer, [sequences[i] for i in wanted], encoded, [frames[i] for i in wanted]
+        )
+        return dict(zip(wanted, aligned, strict=True))
 
     def warm_up(self) -> None:
         """One throwaway decode, so a session's first step is not the slow one (users hit this)."""
