@@ -438,7 +438,7 @@ def test_config_is_validated() -> None:
 
 
 class FakeModel(Oracle):
-    """An oracle decoder with the one worker thread that `StreamingTranscriber` runs it on."""
+    """An oracle decoder with the thread pool that `StreamingTranscriber` runs its steps on."""
 
     def __init__(self, *spec: tuple[str, float, float], delay: float = 0.0) -> None:
         super().__init__(*spec, delay=delay)
