@@ -19,7 +19,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import socket
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -136,10 +135,6 @@ def _sample_video() -> list[av.VideoFrame]:
         return list(container.decode(video=0))
 
 
-def _cpu() -> float:
-    return time.process_time()
-
-
 async def run_sessions(runtime, clip: Path, sessions: int, transport: str) -> SessionsResult:
     """N sessions on `clip` at real-time pace, all at once."""
     if transport not in TRANSPORTS:
@@ -147,7 +142,7 @@ async def run_sessions(runtime, clip: Path, sessions: int, transport: str) -> Se
     load = os.getloadavg()
     lag = LoopLag()
     monitor = asyncio.create_task(lag.run())
-    started, cpu = time.monotonic(), _cpu()
+    started, cpu = time.monotonic(), time.process_time()
     drops: dict[str, float] = {}
     try:
         if transport == "file":
@@ -156,7 +151,7 @@ async def run_sessions(runtime, clip: Path, sessions: int, transport: str) -> Se
             events, peer_cpu, drops = await _webrtc_sessions(runtime, clip, sessions)
     finally:
         monitor.cancel()
-    wall, used = time.monotonic() - started, _cpu() - cpu
+    wall, used = time.monotonic() - started, time.process_time() - cpu
     due = window_count(_duration(clip), runtime.config.window.hop)
     hop = runtime.config.window.hop
     result = _summarise(events, hop, transport, sessions, due, wall, used, load)
@@ -240,15 +235,15 @@ async def _webrtc_sessions(
     from ..server.app import GATEWAY, build_app
 
     token = "bench-" + "x" * 16
-    port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = ServerConfig(db=Path(tmp) / "events.sqlite", max_sessions=sessions)
         app = build_app(runtime, config, token)
         runner = web.AppRunner(app)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
         drops: dict[str, float] = {}
         try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()  # any free port: asked below
+            port = runner.addresses[0][1]
             duration = _duration(clip)
             context = multiprocessing.get_context("spawn")
             with context.Pool(1) as pool:
@@ -282,12 +277,6 @@ def _duration(clip: Path) -> float:
         return float(container.duration or 0) / av.time_base
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _forwardable(clip: str) -> bool:
     """Whether a peer can send the clip's packets without re-encoding (H.264 + Opus)."""
     with av.open(clip) as container:
@@ -309,9 +298,9 @@ def _publish_process(
     url: str, token: str, clip: str, sessions: int, seconds: float
 ) -> tuple[Events, float]:
     """Child process: N peers publish the clip, collect their events; returns them + CPU."""
-    started = _cpu()
+    started = time.process_time()
     events = asyncio.run(_publish(url, token, clip, sessions, seconds))
-    return events, _cpu() - started
+    return events, time.process_time() - started
 
 
 async def _publish(url: str, token: str, clip: str, sessions: int, seconds: float) -> Events:
