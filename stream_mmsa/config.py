@@ -52,6 +52,13 @@ class DataConfig(_Section):
     window_stride: int = Field(
         1, ge=1, description="spoken: keep every n-th training window (neighbours overlap)"
     )
+    late_text: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="spoken: share of training windows whose text is that of a window "
+        "1-3 hops earlier (ASR lag; train/spoken.py lagging)",
+    )
     text_paths: list[Path] = Field(
         default_factory=list,
         description="spoken: label.csv files whose train rows join as text-only samples "

@@ -13,7 +13,14 @@ from stream_mmsa.config import EngineConfig, TextConfig
 from stream_mmsa.media.frames import AUDIO_RATE
 from stream_mmsa.train.datasets import TextRecord, load_label_csv
 from stream_mmsa.train.loading import make_text_encoder
-from stream_mmsa.train.spoken import select_rows, spoken_dataset, utterance_audio
+from stream_mmsa.train.spoken import (
+    Voice,
+    lagging,
+    select_rows,
+    spoken_dataset,
+    utterance_audio,
+    voice_for,
+)
 from stream_mmsa.windowing import window_count
 
 MOSI = SHARED_DATA / "mosi" / "label.csv"
@@ -33,6 +40,32 @@ def test_speech_is_deterministic() -> None:
     assert len(first) > 2 * AUDIO_RATE
 
 
+def test_voices_follow_the_utterance_id() -> None:
+    ids = [f"clip_{i}" for i in range(40)]
+    assert [voice_for(i) for i in ids] == [voice_for(i) for i in ids]  # seeded by the id
+    assert len({voice_for(i).flags for i in ids}) > 30  # ... and varied across ids
+    assert any(voice_for(i).reverb for i in ids) and not all(voice_for(i).reverb for i in ids)
+    assert voice_for("clip_1", "fixed") == Voice()  # the old single voice
+
+
+@needs_espeak
+@pytest.mark.skipif(shutil.which("sox") is None, reason="needs sox")
+def test_varied_speech_is_deterministic_and_levelled() -> None:
+    voice = next(voice_for(f"c{i}") for i in range(50) if voice_for(f"c{i}").reverb)
+    first = utterance_audio("what a wonderful film", voice)
+    assert np.array_equal(first, utterance_audio("what a wonderful film", voice))
+    assert abs(np.abs(first).max() - voice.gain) < 0.05  # peak level as drawn (plus noise)
+
+
+def test_late_text_comes_from_an_earlier_window_of_the_utterance() -> None:
+    windows = [{"index": i, "transcript": f"w{i}"} for i in range(10)]
+    rng = np.random.default_rng(0)
+    assert all(lagging(w, windows, 0.0, rng) is w for w in windows)
+    lags = [w["index"] - lagging(w, windows, 1.0, rng)["index"] for w in windows[3:]]
+    assert set(lags) <= {1, 2, 3} and len(set(lags)) > 1
+    assert lagging(windows[0], windows, 1.0, rng) is None  # no earlier words yet
+
+
 @pytest.mark.slow
 @needs_espeak
 @pytest.mark.skipif(not MOSI.is_file(), reason="needs ../shared/data")
@@ -48,7 +81,7 @@ def test_windows_carry_recognised_text_audio_and_the_label(
 
     for record in records:
         windows = [s for s in dataset.samples if s.id.startswith(f"{record.id}#")]
-        duration = len(utterance_audio(record.text)) / AUDIO_RATE
+        duration = len(utterance_audio(record.text, voice_for(record.id))) / AUDIO_RATE
         assert 0 < len(windows) <= window_count(duration, engine.window.hop)
         assert all(s.label == record.label for s in windows)
         assert any("text" in s.features for s in windows), "ASR recognised no words"

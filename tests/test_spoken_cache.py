@@ -16,3 +16,22 @@ def test_cache_moves_when_the_recogniser_settings_change(monkeypatch: pytest.Mon
     changed = AsrConfig(step_s=AsrConfig().step_s + 0.5, max_pending_s=None)
     monkeypatch.setattr(spoken, "transcript_config", lambda config, realtime: changed)
     assert spoken.cache_dir(engine) != before
+
+
+def test_voices_have_their_own_cache() -> None:
+    engine = EngineConfig()
+    assert spoken.cache_dir(engine, "fixed") != spoken.cache_dir(engine, "varied")
+
+
+def test_readme_block_lists_each_condition_per_window_and_utterance(tmp_path) -> None:
+    metrics = {"Non0_acc_2": 0.7, "Non0_F1_score": 0.7, "Has0_acc_2": 0.69}
+    metrics |= {"Mult_acc_7": 0.3, "MAE": 1.1, "Corr": 0.5}
+    level = {"window": {**metrics, "count": 20}, "utterance": {**metrics, "count": 3}}
+    body = spoken.readme_block(
+        {name: level for name in spoken.CONDITIONS}, tmp_path / "m.pt", "varied"
+    )
+    assert body.startswith("`python -m stream_mmsa.train.spoken eval --readme` (load ")
+    assert body.count("| text late, per ") == 2 and "| full model, per utterance (3) |" in body
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- spoken-mosi -->\nold\n<!-- /spoken-mosi -->\nb\n")
+    assert spoken.write_block(readme, "spoken-mosi", body) and "old" not in readme.read_text()

@@ -1,22 +1,27 @@
 """Training windows cut by the engine itself from labelled transcripts spoken with espeak-ng.
 
 Training and serving must see the same features. Each transcript is spoken (espeak-ng,
-one fixed voice), played into a real `Session` as fast as possible (watermark clock,
-as `stream-mmsa run --fast`), and every window its Aligner closes is kept with the
-utterance's label: the text is what the streaming ASR recognised (errors and dropped
-words included), the audio is the AcousticExtractor's. Token states of each window's
-transcript come from the same frozen encoder afterwards, batched and cached, instead
-of once per window inside the session.
+a voice drawn per utterance from its id: variant, rate, pitch, level, room noise and,
+for half, sox reverb; `voice_for`), played into a real `Session` as fast as possible
+(watermark clock, as `stream-mmsa run --fast`), and every window its Aligner closes is
+kept with the utterance's label: the text is what the streaming ASR recognised (errors
+and dropped words included), the audio is the AcousticExtractor's. Token states of each
+window's transcript come from the same frozen encoder afterwards, batched and cached,
+instead of once per window inside the session. For training, a share of windows
+(data.late_text) carries the text of a window 1-3 hops earlier, as a lagging recogniser
+would give it live (`lagging`).
 
 What carries no sentiment here, and is stored so that the model learns it:
-- audio: espeak-ng's prosody is the same whatever the label;
+- audio: espeak-ng's prosody is the same whatever the label (voices vary by utterance
+  id, never by label);
 - vision: no labelled face video exists for MOSI/MOSEI, so each window gets the vision
   of a random window of the bundled sample (a real face through FaceExtractor, with its
   no-face stretch), unrelated to the label.
 
 Cached under `<cache_root>/spoken/<key>/`, one file per utterance; reruns skip what is
 there. `python -m stream_mmsa.train.spoken featurize --config configs/engine.yaml`
-featurizes ahead of training; `... eval` reports window and utterance figures.
+featurizes ahead of training; `... eval` reports window and utterance figures (`--voice
+fixed`: valid in the old single voice; `--readme`: README's spoken-mosi table).
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import pickle
 import random
+import shutil
+import subprocess
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import lfilter
 from tqdm.auto import tqdm
 
 from ..config import Config, EngineConfig, load_config
@@ -53,13 +62,49 @@ from .datasets import MultimodalDataset, Sample, TextRecord, load_label_csv, mak
 from .evaluate import predict
 from .loading import text_dataset
 from .metrics import mosi_metrics
+from .readme import write_block
 
 VOICE = ("-s", "150", "-g", "2", "-p", "50")
-"""espeak-ng words/minute, word gap (10 ms units), pitch: one neutral voice for every label."""
+"""The old fixed voice (words/minute, word gap in 10 ms units, pitch), kept to compare with
+figures measured before the voices varied (`spoken eval --voice fixed`)."""
+VARIANTS = ("", "+m1", "+m3", "+m7", "+f2", "+f3", "+f4")
+"""espeak-ng en-us and some of its variants (`espeak-ng --voices=variant`), male and female."""
+SPEEDS, GAPS, PITCHES, GAINS = (140, 175), (0, 3), (35, 65), (0.25, 0.7)
+"""Ranges a varied voice is drawn from: words/minute, word gap, pitch, peak level."""
+NOISES, REVERB, REVERBERANCE = (0.0005, 0.006), 0.5, (15, 60)
+"""Room noise amplitude range; share of utterances with sox reverb, and its reverberance (%)."""
 LEAD, TAIL, NOISE, SEED = 0.5, 1.0, 0.002, 7
-"""Silence before and after each utterance (s), room noise amplitude, its seed."""
-VERSION = 1
-"""Bump when what a stored window holds changes."""
+"""Silence before and after each utterance (s), the fixed voice's noise amplitude, the seed."""
+VERSION = 2
+"""Bump when what a stored window holds changes (2: voices drawn per utterance)."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    """How one utterance is spoken: espeak-ng flags, peak level, room noise, reverb (0: none)."""
+
+    flags: tuple[str, ...] = VOICE
+    gain: float = 0.5
+    noise: float = NOISE
+    reverb: int = 0
+
+
+def voice_for(key: str, voices: str = "varied") -> Voice:
+    """The voice an utterance is spoken in, drawn from its id (same id, same voice, any run).
+
+    One fixed voice teaches the model one speaker's prosody and one recogniser error
+    pattern; live speakers vary in timbre, rate, level and room. Each utterance gets one
+    draw (no extra featurization); voices="fixed" is the old single voice.
+    """
+    if voices == "fixed":
+        return Voice()
+    rng = random.Random(f"{SEED}:{key}")  # str seeds hash with sha512: stable across runs
+    variant, speed, gap = rng.choice(VARIANTS), rng.randint(*SPEEDS), rng.randint(*GAPS)
+    pitch = rng.randint(*PITCHES)
+    flags = ("-v", f"en-us{variant}", "-s", str(speed), "-g", str(gap), "-p", str(pitch))
+    reverb = rng.randint(*REVERBERANCE) if rng.random() < REVERB else 0
+    return Voice(flags, rng.uniform(*GAINS), rng.uniform(*NOISES), reverb)
+
 
 Stored = list[dict]
 """One utterance: per window its index, start, end, states, transcript and audio array."""
@@ -94,23 +139,54 @@ def _stored(window: Window) -> dict:
     }
 
 
-def utterance_audio(text: str) -> np.ndarray:
-    """The transcript spoken in the fixed voice, between short silences with room noise."""
-    speech = speak(text, VOICE)
+def utterance_audio(text: str, voice: Voice = Voice()) -> np.ndarray:
+    """The transcript spoken in `voice`, between short silences with room noise.
+
+    The noise is low-passed (a room's hum and rumble, not hiss) and seeded by the text, so
+    the same utterance and voice always give the same samples.
+    """
+    speech = speak(text, voice.flags)
+    if voice.reverb and len(speech):
+        speech = reverberate(speech, voice.reverb)
+    speech *= voice.gain / max(float(np.abs(speech).max(initial=0.0)), 1e-6)
     pad = np.zeros(round(LEAD * AUDIO_RATE), np.float32)
     audio = np.concatenate([pad, speech, np.zeros(round(TAIL * AUDIO_RATE), np.float32)])
-    audio += np.random.default_rng(SEED).normal(0, NOISE, len(audio)).astype(np.float32)
-    return np.clip(audio, -1, 1)
+    seed = SEED if voice == Voice() else [SEED, *hashlib.sha1(text.encode()).digest()[:4]]
+    noise = np.random.default_rng(seed).normal(0, voice.noise, len(audio))
+    if voice != Voice():  # the fixed voice keeps its white noise (comparable with old figures)
+        noise = lfilter([0.3], [1, -0.7], noise) / 0.42  # one-pole low-pass, same RMS
+    return np.clip(audio + noise.astype(np.float32), -1, 1)
 
 
-def cache_dir(engine: EngineConfig) -> Path:
-    """Where this voice, window cadence and recogniser's windows are kept.
+def reverberate(audio: np.ndarray, reverberance: int) -> np.ndarray:
+    """`audio` through sox's reverb (a small room), tail included; needs sox on PATH."""
+    sox = shutil.which("sox")
+    if sox is None:
+        raise RuntimeError(
+            "spoken training speech uses sox for reverb, and sox is not on PATH: "
+            "install it (apt-get install sox), or featurize with --voice fixed"
+        )
+    raw = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1", "-r", str(AUDIO_RATE)]
+    out = subprocess.run(
+        [sox, *raw, "-", *raw, "-", "reverb", str(reverberance), "50", "40"],
+        input=audio.astype(np.float32).tobytes(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(out, np.float32).copy()
+
+
+def cache_dir(engine: EngineConfig, voices: str = "varied") -> Path:
+    """Where these voices', window cadence's and recogniser's windows are kept.
 
     The recogniser's settings are part of the key (as the offline session builds them):
     windows transcribed with other settings would train on words live sessions never hear.
     """
     recogniser = asdict(transcript_config(engine, realtime=False))
-    settings = [VERSION, VOICE, LEAD, TAIL, NOISE, engine.window.model_dump(), recogniser]
+    speech = [VOICE, LEAD, TAIL, NOISE, SEED]
+    if voices != "fixed":
+        speech += [voices, VARIANTS, SPEEDS, GAPS, PITCHES, GAINS, NOISES, REVERB, REVERBERANCE]
+    settings = [VERSION, *speech, engine.window.model_dump(), recogniser]
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "spoken" / key
 
@@ -136,9 +212,10 @@ def _save(path: Path, windows: Stored) -> None:
     tmp.replace(path)  # atomic: an interrupted run leaves no half-written utterance
 
 
-def featurize(records: Sequence[TextRecord], engine: EngineConfig) -> Path:
-    """Speak and window every record not cached yet; returns the cache directory."""
-    directory = cache_dir(engine)
+def featurize(records: Sequence[TextRecord], engine: EngineConfig, voices: str = "varied") -> Path:
+    """Speak (voices: "varied" per utterance, or "fixed") and window every record not
+    cached yet; returns the cache directory."""
+    directory = cache_dir(engine, voices)
     directory.mkdir(parents=True, exist_ok=True)
     todo = [r for r in records if not (directory / f"{r.id}.pkl").is_file()]
     if not todo and (directory / "vision.pkl").is_file():
@@ -149,7 +226,7 @@ def featurize(records: Sequence[TextRecord], engine: EngineConfig) -> Path:
             if not (directory / "vision.pkl").is_file():
                 _save(directory / "vision.pkl", await _run(runtime, FileSource(SAMPLE, False), "v"))
             for record in tqdm(todo, desc="speaking transcripts", unit="utt"):
-                audio = utterance_audio(record.text)
+                audio = utterance_audio(record.text, voice_for(record.id, voices))
                 source = SyntheticSource(
                     len(audio) / AUDIO_RATE, audio=audio, video=None, chunk_ms=40.0
                 )
@@ -180,27 +257,32 @@ def spoken_dataset(
     name: str,
     seed: int,
     stride: int = 1,
+    late: float = 0.0,
+    voices: str = "varied",
 ) -> MultimodalDataset:
     """One sample per window (id "<utterance>#<index>") with its utterance's label.
 
     stride keeps every stride-th window (they overlap by length - hop seconds). Windows
     where neither text nor audio is used carry nothing to learn from and are left out.
+    late: the share of windows whose text lags (see `lagging`); 1.0 makes every window's
+    text late (the "text late" evaluation), 0 keeps the text as recognised.
     """
-    directory = featurize(records, engine)
+    directory = featurize(records, engine, voices)
     vision = [w["vision"] for w in _load(directory / "vision.pkl")]
-    rng = np.random.default_rng(seed)
-    kept: list[tuple[TextRecord, dict]] = []
+    rng, lag_rng = np.random.default_rng(seed), np.random.default_rng([seed, LATE_SEED])
+    kept: list[tuple[TextRecord, dict, dict | None]] = []
     for record in records:
-        for window in _load(directory / f"{record.id}.pkl"):
+        windows = _load(directory / f"{record.id}.pkl")
+        for window in windows:
             if window["index"] % stride == stride - 1:
-                kept.append((record, window))
-    texts = sorted({w["transcript"] for _, w in kept if _has_text(w)})
+                kept.append((record, window, lagging(window, windows, late, lag_rng)))
+    texts = sorted({t["transcript"] for _, _, t in kept if t is not None and _has_text(t)})
     states = encode_records([TextRecord(t, t, 0.0) for t in texts], encoder)
     samples = []
-    for record, window in kept:
+    for record, window, text in kept:
         features = {}
-        if _has_text(window):
-            features["text"] = states[window["transcript"]].float().numpy()
+        if text is not None and _has_text(text):
+            features["text"] = states[text["transcript"]].float().numpy()
         if window["audio"] is not None:
             features["audio"] = window["audio"]
         if not features:
@@ -210,6 +292,25 @@ def spoken_dataset(
             features["vision"] = face
         samples.append(Sample(f"{record.id}#{window['index']}", record.label, features))
     return MultimodalDataset(samples, {**dims, "text": encoder.hidden_size}, name)
+
+
+LATE_LAGS, LATE_SEED = (1, 2, 3), 3
+"""How many windows (hops of 0.5 s) late text lags; the seed of who lags and by how much."""
+
+
+def lagging(window: dict, windows: Stored, late: float, rng: np.random.Generator) -> dict | None:
+    """The window whose text `window` carries: itself, or with probability `late` one
+    1-3 hops earlier in the same utterance (None: no earlier window, so no words yet).
+
+    Windows were cut as fast as possible, so the recogniser was never behind; live, it
+    lags 0.5-1.5 s and a window's words are those of an earlier moment (the utterance's
+    text so far, missing its latest words). Training on some such windows teaches the
+    model what live text looks like; the draws are seeded, so a dataset is reproducible.
+    """
+    if late <= 0 or rng.random() >= late:
+        return window
+    back = window["index"] - int(rng.choice(LATE_LAGS))
+    return next((w for w in windows if w["index"] == back), None)
 
 
 def _has_text(window: dict) -> bool:
@@ -248,6 +349,7 @@ def spoken_splits(
         name=f"{names}:train (spoken)",
         seed=config.seed,
         stride=data.window_stride,
+        late=data.late_text,
     )
     if data.text_paths:
         gold = text_dataset(data.text_paths, "train", encoder, dims)
@@ -282,17 +384,33 @@ def window_and_utterance_metrics(
     }
 
 
+CONDITIONS = {"full model": ([], 0.0), "vision missing": (["vision"], 0.0)}
+CONDITIONS |= {"audio missing": (["audio"], 0.0), "text late": ([], 1.0)}
+"""--readme's rows: modalities removed from every window, share of windows with late text."""
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Featurize spoken transcripts, or evaluate.")
     parser.add_argument("action", choices=["featurize", "eval"])
     parser.add_argument("--config", type=Path, default=Path("configs/engine.yaml"))
     parser.add_argument("--checkpoint", type=Path, help="eval: defaults to the engine's")
     parser.add_argument(
+        "--voice",
+        choices=["varied", "fixed"],
+        default="varied",
+        help="valid speech: a voice drawn per utterance (as training), or the old fixed "
+        "voice (figures comparable with those measured before voices varied)",
+    )
+    parser.add_argument(
         "--drop",
         nargs="*",
         default=[],
         choices=["audio", "vision"],
         help="eval: remove these modalities from every window (how much the model relies on them)",
+    )
+    parser.add_argument(
+        "--late", action="store_true", help="eval: every window's text lags 1-3 hops (ASR lag)"
     )
     parser.add_argument("--imagine", choices=["gate", "always", "never"], default="gate")
     parser.add_argument(
@@ -305,30 +423,58 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--against-checkpoint", type=Path, help="eval: the baseline's model (default: the same)"
     )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="eval: measure the full model, vision missing, audio missing and text late, "
+        "and write the table into README.md's spoken-mosi block",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     torch.set_num_threads(config.train.threads)
     if args.action == "featurize":
         records = [r for rs in config_records(config, "train") for r in rs]
-        print(featurize(config_records(config, "valid")[0] + records, config.engine))
+        valid = config_records(config, "valid")[0]
+        print(
+            featurize(
+                valid + records if args.voice == "varied" else valid, config.engine, args.voice
+            )
+        )
         return
     from .run import load_for_eval
 
-    model, _, encoder = load_for_eval(args.checkpoint or EngineConfig().checkpoint)
+    checkpoint = args.checkpoint or EngineConfig().checkpoint
+    model, _, encoder = load_for_eval(checkpoint)
     dims = dict(model.fusion.config.input_dims)
 
-    def valid_windows(config: Config) -> MultimodalDataset:
+    def valid_windows(config: Config, drop: Sequence[str] = args.drop, late: bool = args.late):
         (records,) = config_records(config, "valid")
         valid = spoken_dataset(
-            records, encoder, dims, config.engine, name="valid", seed=config.seed + 1
+            records,
+            encoder,
+            dims,
+            config.engine,
+            name="valid",
+            seed=config.seed + 1,
+            late=float(late),
+            voices=args.voice,
         )
         for sample in valid.samples:
-            for modality in args.drop:
+            for modality in drop:
                 sample.features.pop(modality, None)
         return MultimodalDataset([s for s in valid.samples if s.features], valid.dims, valid.name)
 
     valid = valid_windows(config)
     print(json.dumps(window_and_utterance_metrics(model, valid, args.imagine), indent=2))
+    rows = {}
+    if args.readme:  # before any baseline model replaces the encoder
+        rows = {
+            name: window_and_utterance_metrics(
+                model, valid_windows(config, drop, late > 0), args.imagine
+            )
+            for name, (drop, late) in CONDITIONS.items()
+        }
+    difference = None
     if args.against or args.against_checkpoint:
         other = model
         if args.against_checkpoint:
@@ -336,6 +482,62 @@ def main(argv: Sequence[str] | None = None) -> None:
         baseline = valid_windows(load_config(args.config, args.against or []))
         difference = paired_difference((model, valid), (other, baseline), args.imagine)
         print(json.dumps(difference, indent=2))
+    if args.readme:
+        body = readme_block(rows, checkpoint, args.voice, difference, args.against_checkpoint)
+        print(body)
+        if not write_block(README, "spoken-mosi", body):
+            print("README.md has no spoken-mosi block: nothing written")
+
+
+def readme_block(
+    rows: dict[str, dict[str, dict[str, float]]],
+    checkpoint: Path,
+    voice: str,
+    difference: dict[str, dict[str, float]] | None = None,
+    against: Path | None = None,
+) -> str:
+    """README's spoken-MOSI table: per window and per utterance for each condition, with
+    the command, the load average and, given a baseline, the paired intervals."""
+    command = "python -m stream_mmsa.train.spoken eval --readme" + (
+        " --voice fixed" if voice == "fixed" else ""
+    )
+    if against is not None:
+        command += f" --against-checkpoint {against.name}"
+    speech = "the old fixed voice" if voice == "fixed" else "a voice drawn per utterance"
+    lines = [
+        f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on MOSI **valid** "
+        f"(selection set) spoken in {speech}; per utterance = mean score of its windows; "
+        "text late = every window's text lags 1-3 hops (0.5-1.5 s of ASR lag).",
+        "",
+        "| MOSI valid, spoken through the engine | Non0_acc_2 | Non0_F1 | Has0_acc_2 | Acc_7 "
+        "| MAE | Corr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, levels in rows.items():
+        for level, m in levels.items():
+            lines.append(
+                f"| {name}, per {level} ({m['count']:.0f}) | {100 * m['Non0_acc_2']:.2f} | "
+                f"{100 * m['Non0_F1_score']:.2f} | {100 * m['Has0_acc_2']:.2f} | "
+                f"{100 * m['Mult_acc_7']:.2f} | {m['MAE']:.3f} | {m['Corr']:.3f} |"
+            )
+    if difference is not None:
+        parts = []
+        for name, d in difference.items():
+            if name == "utterances":
+                continue
+            scale, unit = (100, " points") if "acc" in name else (1, "")
+            parts.append(
+                f"{name} {scale * d['difference']:+.3g}{unit} "
+                f"[{scale * d['ci95_low']:+.3g}, {scale * d['ci95_high']:+.3g}]"
+            )
+        lines += [
+            "",
+            f"Full model minus `{against.name if against else 'baseline'}`, paired over "
+            f"{difference['utterances']['count']:.0f} utterances (95 % bootstrap intervals): "
+            + "; ".join(parts)
+            + ".",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def paired_difference(
