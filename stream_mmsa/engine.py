@@ -204,8 +204,9 @@ class Session:
         context = ExtractorContext(self.runtime.config, self.runtime.asr_model, self.realtime)
         extractors = [factory(context) for factory in self.factories]
         self._feeds = [feed(e, self._take, realtime=self.realtime) for e in extractors]
-        origin = self.source.origin if self.source.origin is not None else time.monotonic()
-        clock = WindowClock("realtime" if self.realtime else "watermark", start=origin)
+        if self.source.origin is None:  # recorded media: paced on the windows' own clock
+            self.source.origin = time.monotonic()
+        clock = WindowClock("realtime" if self.realtime else "watermark", start=self.source.origin)
         try:
             async with asyncio.TaskGroup() as tasks:
                 for each in self._feeds:

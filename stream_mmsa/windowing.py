@@ -24,7 +24,7 @@ import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
@@ -63,6 +63,19 @@ class WindowConfig(BaseModel):
         ge=0,
         description="longest wait after a window's end (live). DESIGN.md's 0.25 s cannot meet "
         "its own 150 ms p95 event budget while ASR lags (measured p50 226 ms), so 0.1 s",
+    )
+    LIVE_ONLY: ClassVar[frozenset[str]] = frozenset({"deadline", "ready_within"})
+    """Settings of the live clock alone: windows cut as fast as possible never wait, so
+    what is cached from them is not keyed on these."""
+
+    ready_within: float = Field(
+        0.1,
+        ge=0,
+        description="live: a modality whose features reach within this many seconds of a "
+        "window's end counts as caught up. Audio features come in 96 ms steps that need 32 ms "
+        "of look-ahead and faces at up to 10 fps: waiting for the piece that straddles the "
+        "end cost up to the whole deadline for a fortieth of the window, and what a window "
+        "leaves out is in the next one (windows overlap by length - hop)",
     )
     late_below: float = Field(0.5, gt=0, le=1)
     missing_at: float = Field(0.9, gt=0, le=1)
@@ -443,9 +456,9 @@ class WindowClock:
     """Decides when each window of a session closes, and closes it.
 
     realtime: window k closes at wall time start + end_k + deadline, or earlier, as soon
-      as every attached modality's watermark has passed end_k, not counting modalities
-      already more than `deadline` behind (they cannot catch up in time, e.g. ASR lag;
-      the window goes out at once and reports them late or partial).
+      as every attached modality's watermark has passed end_k - ready_within, not counting
+      modalities already more than `deadline` behind that (they cannot catch up in time,
+      e.g. ASR lag; the window goes out at once and reports them late or partial).
     watermark: for files processed as fast as possible (--fast), where wall time means
       nothing: a window closes once every watermark has passed its end or the input
       ended, so results do not depend on machine speed or load.
@@ -470,8 +483,9 @@ class WindowClock:
                 due = t0 + end
                 await _wait_until(aligner, lambda: aligner.ended_at is not None, due)
                 deadline = due + cfg.deadline
+                caught_up = end - cfg.ready_within
                 await _wait_until(
-                    aligner, lambda end=end: aligner.ready(end, cfg.deadline), deadline
+                    aligner, lambda at=caught_up: aligner.ready(at, cfg.deadline), deadline
                 )
             else:
                 await _wait_until(aligner, lambda end=end: aligner.ready(end), None)

@@ -127,6 +127,24 @@ def test_realtime_pacing_sleeps_until_each_arrival(monkeypatch: pytest.MonkeyPat
     assert delays[0] == pytest.approx(0.0, abs=0.05) and delays[-1] == pytest.approx(2.0, abs=0.05)
 
 
+def test_realtime_pacing_follows_the_session_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames are due at origin + arrival on the session's clock: a source that took 0.5 s
+    to open hands over what is already due at once instead of running 0.5 s behind."""
+    delays: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float) -> None:
+        delays.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(pacing.asyncio, "sleep", fake_sleep)
+    source = SyntheticSource(1.0, realtime=True, fps=5, chunk_ms=100)
+    source.origin = time.monotonic() - 0.5
+    collect(source)
+    assert delays[:8] == [0.0] * 8  # arrivals up to 0.5 s: due already
+    assert delays[-1] == pytest.approx(0.5, abs=0.05)
+
+
 def test_realtime_pacing_takes_about_real_time() -> None:
     start = time.perf_counter()
     collect(SyntheticSource(0.6, realtime=True))

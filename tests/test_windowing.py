@@ -12,7 +12,14 @@ from pydantic import ValidationError
 
 from stream_mmsa.events import Word
 from stream_mmsa.features.base import FeatureUpdate, FeatureVector
-from stream_mmsa.windowing import Aligner, WindowClock, WindowConfig, window_count, window_end
+from stream_mmsa.windowing import (
+    Aligner,
+    Window,
+    WindowClock,
+    WindowConfig,
+    window_count,
+    window_end,
+)
 
 DIMS = {"text": 4, "audio": 3, "vision": 2}
 
@@ -83,7 +90,7 @@ def test_watermark_clock_closes_exactly_the_windows_the_hop_implies() -> None:
 
 
 def test_realtime_clock_closes_early_when_ready_and_at_the_deadline_when_late() -> None:
-    cfg = WindowConfig(hop=0.05, length=0.2, deadline=0.3)
+    cfg = WindowConfig(hop=0.05, length=0.2, deadline=0.3, ready_within=0)
 
     async def main() -> tuple[list, list[float]]:
         aligner = Aligner("s", cfg, sources=["audio"])
@@ -108,6 +115,32 @@ def test_realtime_clock_closes_early_when_ready_and_at_the_deadline_when_late() 
     # Window 2 waited for audio until its deadline, then went out without it.
     assert closed[2] >= windows[2].deadline - 1e-3
     assert windows[2].states["audio"] == "partial"
+
+
+@pytest.mark.parametrize(("processed", "waits"), [(0.95, False), (0.85, True)])
+def test_realtime_clock_does_not_wait_for_the_step_that_straddles_the_end(
+    processed: float, waits: bool
+) -> None:
+    """Features within ready_within of the end count as caught up; further behind (and not
+    hopeless) the window waits for them until its deadline."""
+    cfg = WindowConfig(hop=1.0, length=1.0, deadline=0.3, ready_within=0.1)
+
+    async def main() -> tuple[Window, float]:
+        aligner = Aligner("s", cfg, sources=["audio"])
+        update = FeatureUpdate("audio", frames("audio", 0, processed, 0.05), watermark=processed)
+        aligner.update(update)
+        async for window in WindowClock("realtime").windows(aligner):
+            return window, time.monotonic()
+        raise AssertionError("no window")
+
+    window, closed = asyncio.run(asyncio.wait_for(main(), 10))
+    assert window.end == 1.0
+    if waits:  # and goes out without the last 0.15 s
+        assert closed >= window.deadline - 1e-3
+        assert window.states["audio"] == "partial"
+    else:  # the last 0.05 s will be in the next window
+        assert closed - window.wall_end < 0.15
+        assert window.states["audio"] == "present"
 
 
 def test_clock_stops_when_input_ends_before_the_first_window() -> None:

@@ -186,7 +186,8 @@ def cache_dir(engine: EngineConfig, voices: str = "varied") -> Path:
     speech = [VOICE, LEAD, TAIL, NOISE, SEED]
     if voices != "fixed":
         speech += [voices, VARIANTS, SPEEDS, GAPS, PITCHES, GAINS, NOISES, REVERB, REVERBERANCE]
-    settings = [VERSION, *speech, engine.window.model_dump(), recogniser]
+    window = engine.window.model_dump(exclude=set(engine.window.LIVE_ONLY))
+    settings = [VERSION, *speech, window, recogniser]
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return cache_root() / "spoken" / key
 

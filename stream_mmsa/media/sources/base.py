@@ -30,8 +30,9 @@ class Source(ABC):
     ended_because: str | None = None
     """Why a live source ended (the peer left, no media), for the session's last event."""
     origin: float | None = None
-    """time.monotonic() at session time 0 for live sources, which stamp frames as they
-    arrive; None: recorded media, timed from its first frame, the clock starts with the run."""
+    """time.monotonic() at session time 0. Live sources set it and stamp frames as they
+    arrive; recorded media leave it None, the session sets it as it starts, and real-time
+    recorded sources deliver each frame at origin + its arrival time (pacing.Pacer)."""
 
     @abstractmethod
     def frames(self) -> AsyncIterator[Frame]:

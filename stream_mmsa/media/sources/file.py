@@ -156,7 +156,7 @@ class FileSource(Source):
         def take() -> list[Frame]:
             return list(itertools.islice(decoder, _BATCH))
 
-        pacer = Pacer(self.realtime)
+        pacer = Pacer(self.realtime, self.origin)
         pending = loop.run_in_executor(self._executor, take)
         try:
             while batch := await pending:

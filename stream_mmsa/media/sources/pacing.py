@@ -9,6 +9,7 @@ same timing as with live devices.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from ..frames import AudioChunk, Frame
 
@@ -19,21 +20,22 @@ def arrival(frame: Frame) -> float:
 
 
 class Pacer:
-    """Waits until each frame's arrival on a wall clock that starts at the first frame.
+    """Waits until each frame's arrival on a wall clock starting at `origin`.
 
-    With `realtime=False` it only yields to the event loop, so a fast source never
-    starves the tasks that consume it.
+    `origin`: time.monotonic() at session time 0, the session's own clock (Source.origin),
+    so frames reach the engine exactly when its windows expect them, however long opening
+    the media took; None: the moment the first frame is ready. With `realtime=False` it
+    only yields to the event loop, so a fast source never starves the tasks that consume it.
     """
 
-    def __init__(self, realtime: bool) -> None:
+    def __init__(self, realtime: bool, origin: float | None = None) -> None:
         self.realtime = realtime
-        self._origin: float | None = None
+        self._origin = origin
 
     async def wait(self, frame: Frame) -> None:
         if not self.realtime:
             await asyncio.sleep(0)
             return
-        loop = asyncio.get_running_loop()
         if self._origin is None:
-            self._origin = loop.time()
-        await asyncio.sleep(max(0.0, self._origin + arrival(frame) - loop.time()))
+            self._origin = time.monotonic()
+        await asyncio.sleep(max(0.0, self._origin + arrival(frame) - time.monotonic()))

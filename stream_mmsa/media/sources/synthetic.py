@@ -103,7 +103,7 @@ class SyntheticSource(Source):
                 yield VideoFrame(self._images[index % len(self._images)], time)
 
     async def frames(self) -> AsyncIterator[Frame]:
-        pacer = Pacer(self._realtime)
+        pacer = Pacer(self._realtime, self.origin)
         for frame in heapq.merge(self._audio(), self._video(), key=arrival):
             await pacer.wait(frame)
             yield frame
