@@ -17,7 +17,9 @@ import platform
 import torch
 
 from stream_mmsa.bench.model import benchmark_fusion, markdown_table
-from stream_mmsa.model import FusionModel, ModelConfig, load_checkpoint
+from stream_mmsa.model.checkpoint import load_checkpoint
+from stream_mmsa.model.config import ModelConfig
+from stream_mmsa.model.fusion import FusionModel
 
 
 def main() -> None:

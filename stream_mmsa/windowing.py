@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal, Protocol
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .events import ModalityState
@@ -157,6 +156,8 @@ class Window:
         A masked modality still gets a (1, 1, D) zero sequence so every batch has the
         same keys and no zero-length tensor reaches the model.
         """
+        import torch  # here, not at the top: the CLI reads WindowConfig without loading torch
+
         features, masks, present = {}, {}, []
         for m in MODALITIES:
             array = self.features[m]

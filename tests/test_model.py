@@ -13,25 +13,20 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from stream_mmsa.bench.model import benchmark_fusion, synthetic_batch
-from stream_mmsa.model import (
-    MODALITIES,
-    FusionModel,
-    LossWeights,
-    ModelConfig,
-    MultimodalBatch,
-    fit_evaluator,
-    load_checkpoint,
-    save_checkpoint,
-)
+from stream_mmsa.model.checkpoint import load_checkpoint, save_checkpoint
+from stream_mmsa.model.config import LossWeights, ModelConfig
 from stream_mmsa.model.evaluator import (
     SUBSETS,
     Decisions,
     EvaluatorInputs,
+    fit_evaluator,
     gate_decisions,
     score_decisions,
     search_thresholds,
 )
+from stream_mmsa.model.fusion import FusionModel
 from stream_mmsa.model.prompts import N_PATTERNS
+from stream_mmsa.model.types import MODALITIES, MultimodalBatch
 
 DIMS = {"text": 24, "audio": 10, "vision": 7}
 LENGTHS = {"text": 9, "audio": 14, "vision": 5}

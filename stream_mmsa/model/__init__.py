@@ -1,22 +1,5 @@
-"""Fusion model, missing-modality evaluator, losses and checkpoints."""
+"""Fusion model, missing-modality evaluator, losses and checkpoints.
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import LossWeights, ModelConfig
-from .evaluator import EvaluatorFit, ThresholdCalibration, fit_evaluator, score_decisions
-from .fusion import FusionModel
-from .types import MODALITIES, FusionOutput, MultimodalBatch
-
-__all__ = [
-    "MODALITIES",
-    "EvaluatorFit",
-    "FusionModel",
-    "FusionOutput",
-    "LossWeights",
-    "ModelConfig",
-    "MultimodalBatch",
-    "ThresholdCalibration",
-    "fit_evaluator",
-    "load_checkpoint",
-    "save_checkpoint",
-    "score_decisions",
-]
+Import from the submodules: nothing is re-exported here, so the torch-free parts (the
+configs the CLI reads at start-up) load without torch.
+"""

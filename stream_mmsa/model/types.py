@@ -7,9 +7,11 @@ model never needs to know where its inputs came from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: the constants below load without torch
+    import torch
+    from torch import Tensor
 
 MODALITIES: tuple[str, str, str] = ("text", "audio", "vision")
 """Fixed modality order used by every (B, 3) tensor in the package."""
