@@ -111,15 +111,21 @@ def test_synthetic_cycles_given_images() -> None:
     assert [int(f.image[0, 0, 0]) for f in video] == [0, 1, 2, 0, 1]
 
 
-def test_realtime_pacing_sleeps_until_each_arrival(monkeypatch: pytest.MonkeyPatch) -> None:
-    delays: list[float] = []
+@pytest.fixture
+def delays(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """What the pacer asks to sleep, in order; no real time passes."""
+    asked: list[float] = []
     real_sleep = asyncio.sleep
 
     async def fake_sleep(delay: float) -> None:
-        delays.append(delay)
+        asked.append(delay)
         await real_sleep(0)
 
     monkeypatch.setattr(pacing.asyncio, "sleep", fake_sleep)
+    return asked
+
+
+def test_realtime_pacing_sleeps_until_each_arrival(delays: list[float]) -> None:
     collect(SyntheticSource(2.0, realtime=True, fps=5, chunk_ms=100))
     assert len(delays) == 20 + 10  # one wait per frame
     # No real time passes under the fake sleep, so each wait is the frame's arrival time.
@@ -127,17 +133,9 @@ def test_realtime_pacing_sleeps_until_each_arrival(monkeypatch: pytest.MonkeyPat
     assert delays[0] == pytest.approx(0.0, abs=0.05) and delays[-1] == pytest.approx(2.0, abs=0.05)
 
 
-def test_realtime_pacing_follows_the_session_origin(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_realtime_pacing_follows_the_session_origin(delays: list[float]) -> None:
     """Frames are due at origin + arrival on the session's clock: a source that took 0.5 s
     to open hands over what is already due at once instead of running 0.5 s behind."""
-    delays: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def fake_sleep(delay: float) -> None:
-        delays.append(delay)
-        await real_sleep(0)
-
-    monkeypatch.setattr(pacing.asyncio, "sleep", fake_sleep)
     source = SyntheticSource(1.0, realtime=True, fps=5, chunk_ms=100)
     source.origin = time.monotonic() - 0.5
     collect(source)
