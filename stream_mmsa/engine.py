@@ -294,6 +294,8 @@ class Session:
         """One extractor's update into the session. Transcript events first, then the
         aligner: a window closed by these words comes after them. `heard_to`: the media
         the extractor has taken, the transcript events' media time."""
+        if update.modality not in self._attached:  # its stream is absent: flushing says nothing
+            return
         if update.transcript is not None:
             await self._on_transcript(update.transcript, heard_to)
         self.aligner.update(update)
@@ -320,7 +322,9 @@ class Session:
             await self._emit(event, ("text", heard_to))
         self._interim = interim
         await self._advance("text", heard_to)
-        self.aligner.add_words(update.final)
+        # Live windows also take the interim words; offline ones wait for final words only,
+        # so what they hold never depends on how far the recogniser had got.
+        self.aligner.add_words(update.final, update.interim if self.realtime else ())
 
     def _transcript_event(self, words: list[HeardWord], final: bool) -> TranscriptEvent:
         return TranscriptEvent(
@@ -455,6 +459,7 @@ class Session:
             and window.recalled is not None
         ):
             transcript = self._recall.text if self._recall is not None else ""
+        interim = window.interim_words if transcript == window.transcript else 0
         latency = (time.monotonic() - window.wall_end) * 1000
         self.summary.latencies_ms.append(latency)
         return SentimentEvent(
@@ -470,6 +475,7 @@ class Session:
             ),
             modalities=reports,
             transcript=transcript,
+            interim_words=interim,
             **self.tags,
         )
 

@@ -105,6 +105,12 @@ class SentimentEvent(_Event):
     sentiment: Sentiment
     modalities: dict[ModalityName, ModalityReport]
     transcript: str = ""
+    interim_words: int = Field(
+        0,
+        ge=0,
+        description="how many of the transcript's last words are interim: heard, not yet "
+        "final (live only; the recogniser may still change them)",
+    )
 
 
 class Word(BaseModel):

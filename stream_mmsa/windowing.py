@@ -24,7 +24,7 @@ import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -146,6 +146,8 @@ class Window:
     transcript: str
     wall_end: float
     deadline: float
+    interim_words: int = 0
+    """How many of the transcript's last words are interim (the recogniser may change them)."""
     extras: dict[str, np.ndarray | None] = field(default_factory=dict)
     recalled: np.ndarray | None = None
     quality: np.ndarray | None = None
@@ -184,6 +186,16 @@ class Window:
             recalled_mask=recalled_mask,
             quality=None if self.quality is None else torch.from_numpy(self.quality)[None],
         )
+
+
+class _Word(NamedTuple):
+    """A recognised word on the session clock, kept in order of its middle."""
+
+    mid: float
+    text: str
+    start: float
+    end: float
+    interim: bool = False
 
 
 @dataclass
@@ -259,7 +271,8 @@ class Aligner:
         self.ended_at: float | None = None
         self.dropped: dict[str, int] = dict.fromkeys(MODALITIES, 0)
         self._timelines: dict[str, _Timeline] = {}
-        self._words: list[tuple[float, str, float, float]] = []  # mid, text, start, end
+        self._words: list[_Word] = []  # committed, by mid
+        self._interim: list[_Word] = []  # the recogniser's current guess after them
         self._horizon = -math.inf
         self._changed = asyncio.Event()
         for modality in sources:
@@ -308,15 +321,25 @@ class Aligner:
         self.dropped[update.modality] += timeline.drop_before(self._horizon, self.config.max_items)
         self._changed.set()
 
-    def add_words(self, words: Iterable[TimedWord]) -> None:
-        """Committed words (not interim ones) for the windows' transcripts."""
+    def add_words(self, words: Iterable[TimedWord], interim: Iterable[TimedWord] = ()) -> None:
+        """Committed words for the windows' transcripts, and the recogniser's interim words
+        after them, which replace the previous interim ones (it may still change them).
+
+        Live, interim words reach a window about 0.4 s sooner than committed ones (ASR
+        bench: interim latency median 0.99 s, commit 1.39 s); windows count them.
+        """
         for w in words:
             text = w.word.strip()
             mid = (w.start + w.end) / 2
             if text and mid >= self._horizon - self.config.text_context:
-                i = bisect_left(self._words, mid, key=lambda item: item[0])
-                self._words.insert(i, (mid, text, w.start, w.end))
+                i = bisect_left(self._words, mid, key=lambda item: item.mid)
+                self._words.insert(i, _Word(mid, text, w.start, w.end))
         del self._words[: max(0, len(self._words) - self.config.max_items)]
+        last = self._words[-1].mid if self._words else -math.inf
+        guessed = (
+            _Word((w.start + w.end) / 2, w.word.strip(), w.start, w.end, True) for w in interim
+        )
+        self._interim = [w for w in guessed if w.text and w.mid > last]
 
     def watermark(self, modality: str) -> float:
         """Session time up to which `modality` is processed (inf once detached)."""
@@ -369,7 +392,7 @@ class Aligner:
             carried = [v.extra for v in inside if v.extra is not None]
             extras[m] = np.stack(carried).astype(np.float32, copy=False) if carried else None
             states[m], reasons[m] = self._judge(m, timeline, start, end, len(inside))
-        transcript = self._transcript(start, end)
+        transcript, interim = self._transcript(start, end)
 
         self._forget_before(end - cfg.length)
         now = time.monotonic()
@@ -382,13 +405,15 @@ class Aligner:
             states=states,
             reasons=reasons,
             transcript=transcript,
+            interim_words=interim,
             wall_end=now,
             deadline=now,
             extras=extras,
         )
 
-    def _transcript(self, start: float, end: float) -> str:
-        """The words of the utterance the window's last word is in, from its start to `end`.
+    def _transcript(self, start: float, end: float) -> tuple[str, int]:
+        """The words of the utterance the window's last word is in, from its start to `end`,
+        and how many of them are interim.
 
         A window holding the last words of a sentence also sees its beginning, so the
         text model scores sentences rather than the word or two that fit in 4 s (it was
@@ -398,20 +423,25 @@ class Aligner:
         a window without words of its own has no text.
         """
         cfg = self.config
-        hi = bisect_left(self._words, end, key=lambda item: item[0])
-        if hi == 0 or self._words[hi - 1][0] < start:
-            return ""
+        words = self._words + self._interim if self._interim else self._words
+        hi = bisect_left(words, end, key=lambda item: item.mid)
+        if hi == 0 or words[hi - 1].mid < start:
+            return "", 0
         if cfg.text_context == 0:
-            lo = bisect_left(self._words, start, key=lambda item: item[0])
-            return " ".join(item[1] for item in self._words[lo:hi])
-        lo = hi - 1
-        floor = bisect_left(self._words, min(start, end - cfg.text_context), key=lambda i: i[0])
-        while lo > floor:
-            before, after = self._words[lo - 1], self._words[lo]
-            if after[2] - before[3] >= cfg.utterance_gap or before[1].endswith((".", "!", "?")):
-                break
-            lo -= 1
-        return " ".join(item[1] for item in self._words[max(lo, hi - cfg.text_max_words) : hi])
+            lo = bisect_left(words, start, key=lambda item: item.mid)
+        else:
+            lo = hi - 1
+            floor = bisect_left(words, min(start, end - cfg.text_context), key=lambda w: w.mid)
+            while lo > floor:
+                before, after = words[lo - 1], words[lo]
+                if after.start - before.end >= cfg.utterance_gap or before.text.endswith(
+                    (".", "!", "?")
+                ):
+                    break
+                lo -= 1
+            lo = max(lo, hi - cfg.text_max_words)
+        kept = words[lo:hi]
+        return " ".join(w.text for w in kept), sum(w.interim for w in kept)
 
     def _judge(
         self, modality: str, timeline: _Timeline, start: float, end: float, count: int
@@ -436,7 +466,7 @@ class Aligner:
         for m, timeline in self._timelines.items():
             self.dropped[m] += timeline.drop_before(self._horizon, self.config.max_items)
         kept = self._horizon - self.config.text_context
-        del self._words[: bisect_left(self._words, kept, key=lambda item: item[0])]
+        del self._words[: bisect_left(self._words, kept, key=lambda item: item.mid)]
 
     def _timeline(self, modality: str) -> _Timeline:
         _check(modality)

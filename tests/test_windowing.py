@@ -260,6 +260,24 @@ def test_window_text_follows_the_utterance_from_its_start() -> None:
     assert long.close(3.0).transcript == "w4 w5 w6 w7 w8"  # the last text_max_words
 
 
+def test_interim_words_join_the_window_and_are_counted() -> None:
+    def heard(*spoken: tuple[str, float]) -> list[Word]:
+        return [Word(word=w, start=t, end=t + 0.2, prob=0.9) for w, t in spoken]
+
+    aligner = Aligner("s", sources=["text"])
+    aligner.update(FeatureUpdate("text", watermark=30.0))
+    aligner.add_words(heard(("i", 0.2), ("loved", 0.5)), interim=heard(("it", 0.8), ("so", 1.1)))
+    first = aligner.close(1.0)
+    assert (first.transcript, first.interim_words) == ("i loved it", 1)  # "so" ends after 1 s
+    # The recogniser changed its mind and committed "it": the new interim replaces the old.
+    aligner.add_words(heard(("it", 0.8)), interim=heard(("much", 1.1)))
+    second = aligner.close(1.5)
+    assert (second.transcript, second.interim_words) == ("i loved it much", 1)
+    aligner.add_words(heard(("much", 1.1)))  # no interim left
+    third = aligner.close(2.0)
+    assert (third.transcript, third.interim_words) == ("i loved it much", 0)
+
+
 def test_camera_off_then_on() -> None:
     aligner = Aligner("s", sources=["vision"])
     feed(aligner, "vision", 2.0)
