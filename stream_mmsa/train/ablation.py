@@ -91,7 +91,7 @@ def run_ablation(config_path: Path, seeds: list[int], out: Path, console: Consol
         judged, cos = _study_seed(config, splits, console)
         study.append(judged)
         cosines.append(cos)
-    intervals = bootstrap(study)
+    intervals = bootstrap(study, also={"gate - no prompts": ("gate", "no prompts")})
     ranking = _ranking(study)
     cosine = {m: statistics.fmean(c[m] for c in cosines) for m in cosines[0]}
     report = _report(study, intervals, ranking, cosine, seeds, config_path, out)
@@ -117,7 +117,19 @@ def summary(figures: dict, command: str, out: Path) -> str:
         f"Gate − better fixed policy {gate['difference']:+.3f} (95 % CI "
         f"[{gate['ci95_low']:+.3f}, {gate['ci95_high']:+.3f}]); gate − plain "
         f"{plain['difference']:+.3f} [{plain['ci95_low']:+.3f}, {plain['ci95_high']:+.3f}]; "
+        f"{_prompts_line(figures['intervals'])}"
         f"Spearman of the evaluator's score with the realised gain {rank:.2f}."
+    )
+
+
+def _prompts_line(intervals: dict) -> str:
+    """The full model against the one trained without prompts, when the study has it."""
+    row = intervals.get("gate - no prompts")
+    if row is None:
+        return ""
+    return (
+        f"gate − no prompts {row['difference']:+.3f} "
+        f"[{row['ci95_low']:+.3f}, {row['ci95_high']:+.3f}]; "
     )
 
 
