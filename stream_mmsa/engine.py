@@ -203,7 +203,10 @@ class Session:
     async def run(self) -> SessionSummary:
         context = ExtractorContext(self.runtime.config, self.runtime.asr_model, self.realtime)
         extractors = [factory(context) for factory in self.factories]
-        self._feeds = [feed(e, self._take, realtime=self.realtime) for e in extractors]
+        streams = {"audio": self.source.has_audio, "video": self.source.has_video}
+        self._feeds = [  # an extractor whose stream the source lacks is never fed nor flushed
+            feed(e, self._take, realtime=self.realtime) for e in extractors if streams[e.stream]
+        ]
         if self.source.origin is None:  # recorded media: paced on the windows' own clock
             self.source.origin = time.monotonic()
         clock = WindowClock("realtime" if self.realtime else "watermark", start=self.source.origin)
@@ -273,11 +276,9 @@ class Session:
         Audio goes through the session's one VAD first: each chunk carries its speech
         probabilities to the acoustic extractor and the recogniser, so Silero runs once.
         """
-        streams = {"audio": self.source.has_audio, "video": self.source.has_video}
         for each in self._feeds:
-            if streams[each.extractor.stream]:
-                self.aligner.attach(each.extractor.modality)
-                self._attached.add(each.extractor.modality)
+            self.aligner.attach(each.extractor.modality)
+            self._attached.add(each.extractor.modality)
         if "text" not in self._attached:  # no words will come: windows need not wait for them
             await self._advance("text", math.inf)
         speech = SpeechTrack(SileroVad())
@@ -294,8 +295,6 @@ class Session:
         """One extractor's update into the session. Transcript events first, then the
         aligner: a window closed by these words comes after them. `heard_to`: the media
         the extractor has taken, the transcript events' media time."""
-        if update.modality not in self._attached:  # its stream is absent: flushing says nothing
-            return
         if update.transcript is not None:
             await self._on_transcript(update.transcript, heard_to)
         self.aligner.update(update)
@@ -452,14 +451,13 @@ class Session:
                 gain=None if used[m] else round(float(out.gain[0, j]), 4),
                 expression=expression if m == "vision" else None,
             )
-        transcript = window.transcript
+        transcript, interim = window.transcript, window.interim_words
         if (
             not used["text"]
             and reports["text"].action == "imagined"
             and window.recalled is not None
         ):
-            transcript = self._recall.text if self._recall is not None else ""
-        interim = window.interim_words if transcript == window.transcript else 0
+            transcript, interim = (self._recall.text if self._recall is not None else ""), 0
         latency = (time.monotonic() - window.wall_end) * 1000
         self.summary.latencies_ms.append(latency)
         return SentimentEvent(

@@ -337,7 +337,8 @@ class Aligner:
         del self._words[: max(0, len(self._words) - self.config.max_items)]
         last = self._words[-1].mid if self._words else -math.inf
         guessed = (
-            _Word((w.start + w.end) / 2, w.word.strip(), w.start, w.end, True) for w in interim
+            _Word((w.start + w.end) / 2, w.word.strip(), w.start, w.end, interim=True)
+            for w in interim
         )
         self._interim = [w for w in guessed if w.text and w.mid > last]
 
