@@ -38,10 +38,10 @@ from .events import (
     Word,
     sentiment_label,
 )
-from .extractors import EXTRACTORS, ExtractorContext, ExtractorFactory, Feed, feed
+from .extractors import EXTRACTORS, ExtractorContext, ExtractorFactory, Feed, feed, needed
 from .features.asr import TranscriptUpdate, load_asr_model
 from .features.asr import Word as HeardWord
-from .features.base import FeatureUpdate, frame_end
+from .features.base import FeatureUpdate, Stream, frame_end
 from .features.expression import summarize
 from .features.vad import SileroVad, SpeechTrack
 from .inference import InferenceRequest, InferenceWorker, TextWorker
@@ -202,8 +202,11 @@ class Session:
 
     async def run(self) -> SessionSummary:
         context = ExtractorContext(self.runtime.config, self.runtime.asr_model, self.realtime)
-        extractors = [factory(context) for factory in self.factories]
-        streams = {"audio": self.source.has_audio, "video": self.source.has_video}
+        streams: dict[Stream, bool] = {
+            "audio": self.source.has_audio,
+            "video": self.source.has_video,
+        }
+        extractors = [factory(context) for factory in self.factories if needed(factory, streams)]
         self._feeds = [  # an extractor whose stream the source lacks is never fed nor flushed
             feed(e, self._take, realtime=self.realtime) for e in extractors if streams[e.stream]
         ]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from .config import EngineConfig
 from .features.acoustic import AcousticExtractor
 from .features.asr import AsrConfig, WhisperAsr
-from .features.base import Backlog, Extractor, FeatureUpdate, frame_end
+from .features.base import Backlog, Extractor, FeatureUpdate, Stream, frame_end
 from .features.face import FaceExtractor
 from .features.transcript import TranscriptExtractor
 from .media.frames import Frame
@@ -36,11 +36,30 @@ class ExtractorContext:
 ExtractorFactory = Callable[[ExtractorContext], Extractor]
 
 
+def reads(stream: Stream) -> Callable[[ExtractorFactory], ExtractorFactory]:
+    """Marks a factory with the stream its extractor reads, so that a session whose source
+    lacks that stream never builds it: an audio-only call loads no face models."""
+
+    def mark(factory: ExtractorFactory) -> ExtractorFactory:
+        factory.stream = stream  # type: ignore[attr-defined]
+        return factory
+
+    return mark
+
+
+def needed(factory: ExtractorFactory, streams: Mapping[Stream, bool]) -> bool:
+    """Whether a session with these source streams builds the factory (unmarked: always)."""
+    stream = getattr(factory, "stream", None)
+    return stream is None or streams[stream]
+
+
+@reads("audio")
 def acoustic(context: ExtractorContext) -> Extractor:
     """Speech probabilities come with the chunks, from the session's one VAD."""
     return AcousticExtractor()
 
 
+@reads("video")
 def face(context: ExtractorContext) -> Extractor:
     """Offline, every frame at the full rate waits for its analysis: no drops, any machine."""
     config = context.config
@@ -58,6 +77,7 @@ def transcript_config(config: EngineConfig, realtime: bool) -> AsrConfig:
     return AsrConfig(model=config.asr_model, max_pending_s=8.0 if realtime else None)
 
 
+@reads("audio")
 def transcript(context: ExtractorContext) -> Extractor:
     config = transcript_config(context.config, context.realtime)
     return TranscriptExtractor(context.asr_model, config, final_watermark=not context.realtime)

@@ -22,7 +22,10 @@ from stream_mmsa.extractors import (
     Feed,
     QueuedFeed,
     acoustic,
+    face,
     feed,
+    needed,
+    reads,
     transcript,
 )
 from stream_mmsa.features.acoustic import AcousticExtractor
@@ -162,3 +165,35 @@ def test_a_new_extractor_is_one_line_in_the_list() -> None:
     assert extractor.closed and extractor.seen == 30
     text = [e for e in events if e.type == "status" and e.modality == "text"]
     assert [e.reason for e in text] == ["no source"]
+
+
+@pytest.mark.slow
+def test_a_source_without_video_never_builds_a_video_extractor() -> None:
+    """The face factory is marked as reading video: an audio-only session never builds it
+    (no face models loaded), while an unmarked factory is always built."""
+    assert needed(face, {"audio": True, "video": False}) is False
+    built: list[str] = []
+
+    @reads("video")
+    def watched(context: ExtractorContext) -> Extractor:
+        built.append("video")
+        return MeanColour()
+
+    def unmarked(context: ExtractorContext) -> Extractor:
+        built.append("unmarked")
+        return MeanColour()
+
+    async def run() -> object:
+        async with Runtime(EngineConfig()) as runtime:
+            source = SyntheticSource(2.0, audio="tone", video=None)
+            session = Session(
+                runtime,
+                source,
+                Recorder(),
+                realtime=False,
+                extractors=(acoustic, watched, unmarked),
+            )
+            return await session.run()
+
+    assert asyncio.run(run()).ok
+    assert built == ["unmarked"]
