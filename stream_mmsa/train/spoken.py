@@ -466,15 +466,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         return MultimodalDataset([s for s in valid.samples if s.features], valid.dims, valid.name)
 
     valid = valid_windows(config)
-    print(json.dumps(window_and_utterance_metrics(model, valid, args.imagine), indent=2))
+    asked = window_and_utterance_metrics(model, valid, args.imagine)
+    print(json.dumps(asked, indent=2))
     rows = {}
     if args.readme:  # before any baseline model replaces the encoder
-        rows = {
-            name: window_and_utterance_metrics(
-                model, valid_windows(config, drop, late > 0), args.imagine
+        for name, (drop, late) in CONDITIONS.items():
+            same = sorted(drop) == sorted(args.drop) and (late > 0) == args.late
+            rows[name] = (
+                asked
+                if same
+                else window_and_utterance_metrics(
+                    model, valid_windows(config, drop, late > 0), args.imagine
+                )
             )
-            for name, (drop, late) in CONDITIONS.items()
-        }
     difference = None
     if args.against or args.against_checkpoint:
         other = model
