@@ -156,7 +156,8 @@ def load_folds(out: Path, tag: str, folds: int) -> list[dict]:
         if any(p["ids"] != parts[0]["ids"] for p in parts):
             raise ValueError(f"{tag}: runs scored different clips (another fold seed?)")
         pred = np.mean([p["pred"] for p in parts], axis=0)
-        joined.append({**parts[0], "pred": pred.tolist()})
+        epochs = "/".join(str(p["best_epoch"]) for p in parts)
+        joined.append({**parts[0], "pred": pred.tolist(), "best_epoch": epochs})
     return joined
 
 
@@ -281,8 +282,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     body = summary(results, command, what)
     if baseline is not None:
         d = paired_difference(results, baseline)
+        alone = mosi_metrics(*_pooled(baseline)[:2])
         body += (
-            f"\nAgainst `{args.against}`, same clips, 95 % intervals over videos: Non0_acc_2 "
+            f"\nAgainst `{args.against}` (pooled out of fold {100 * alone['Non0_acc_2']:.2f} "
+            f"Non0_acc_2, MAE {alone['MAE']:.3f}), same clips, 95 % intervals over videos: "
+            "Non0_acc_2 "
             f"{d['Non0_acc_2'][0]:+.2f} points [{d['Non0_acc_2'][1]:+.2f}, "
             f"{d['Non0_acc_2'][2]:+.2f}], MAE {d['MAE'][0]:+.3f} [{d['MAE'][1]:+.3f}, "
             f"{d['MAE'][2]:+.3f}].\n"
