@@ -24,9 +24,7 @@ from pathlib import Path
 from stream_mmsa.bench.asr import benchmark_espeak, benchmark_streaming_asr
 from stream_mmsa.bench.speech import MOSI_LABELS, espeak_available, make_continuous_speech
 from stream_mmsa.features.asr import AsrConfig, load_asr_model
-from stream_mmsa.train.readme import write_block
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from stream_mmsa.train.readme import publish
 
 MOSI_CLIP = Path(__file__).resolve().parents[2] / "shared/data/media/03bSnISJMiM_1.wav"
 MOSI_TEXT = "anyhow it was really good"
@@ -143,13 +141,8 @@ def main() -> None:
             benchmark_streaming_asr(args.wav, args.chunk, reference=args.text, **measure)
         )
 
-    report = table(results, config, args)
-    print("\n" + report)
-    if args.readme:
-        command = "python benchmarks/bench_asr.py " + " ".join(sys.argv[1:])
-        body = f"`{command}`: {report}"
-        if not write_block(README, "asr-continuous", body):
-            print("README.md has no asr-continuous block: nothing written")
+    command = "python benchmarks/bench_asr.py " + " ".join(sys.argv[1:])
+    publish("asr-continuous", f"\n`{command}`: {table(results, config, args)}", args.readme)
     for result in results:
         print(f"\n{result['file']}:\n  stream:  {result['stream_text']}")
         print(f"  offline: {result['offline_text']}")

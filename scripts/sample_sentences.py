@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-from pathlib import Path
 
 from stream_mmsa.config import EngineConfig
 from stream_mmsa.demo import AFTER_S, HEARD_S, SentenceReading, sample_sentences, sentence_readings
@@ -21,9 +20,7 @@ from stream_mmsa.engine import Runtime, Session
 from stream_mmsa.media.sources.file import FileSource
 from stream_mmsa.paths import SAMPLE
 from stream_mmsa.sinks.group import SinkGroup
-from stream_mmsa.train.readme import write_block
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from stream_mmsa.train.readme import publish
 
 
 async def readings(realtime: bool) -> list[SentenceReading]:
@@ -60,9 +57,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f}): mean score of the windows ending between {HEARD_S:g} s "
         f"into a sentence and {AFTER_S:g} s after it.\n\n{table(live, fast)}\n"
     )
-    print(body)
-    if args.readme and not write_block(README, "sample-sentences", body):
-        print("README.md has no sample-sentences block: nothing written")
+    publish("sample-sentences", body, write=args.readme)
 
 
 if __name__ == "__main__":

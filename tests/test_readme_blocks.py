@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stream_mmsa.train.readme import write_block
+from stream_mmsa.train.readme import publish, write_block
 
 
 def test_only_the_named_block_changes(tmp_path: Path) -> None:
@@ -19,3 +19,12 @@ def test_only_the_named_block_changes(tmp_path: Path) -> None:
     )
     assert not write_block(readme, "c", "nothing")
     assert not write_block(tmp_path / "missing.md", "a", "x")
+
+
+def test_publish_writes_the_block_or_says_it_cannot(tmp_path: Path, capsys) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- a -->\nold\n<!-- /a -->\n")
+    publish("a", "new\n", readme=readme)
+    assert readme.read_text() == "<!-- a -->\nnew\n<!-- /a -->\n"
+    publish("b", "x", readme=readme)
+    assert "has no b block: nothing written" in capsys.readouterr().out

@@ -41,9 +41,8 @@ from .datasets import MultimodalDataset, Sample, TextRecord, load_label_csv, mak
 from .evaluate import predict
 from .loading import make_text_encoder
 from .metrics import mosi_metrics
-from .readme import write_block
+from .readme import publish
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 FOLD_SEED = 1111
 """Folds do not follow the training seed, so recipes and seeds compare on the same clips."""
 
@@ -196,6 +195,19 @@ def paired_difference(
     }
 
 
+def against_line(results: Sequence[dict], baseline: Sequence[dict], name: str) -> str:
+    """One sentence: the baseline's pooled figures and the paired difference with them."""
+    d = paired_difference(results, baseline)
+    alone = mosi_metrics(*_pooled(baseline)[:2])
+    acc, mae = d["Non0_acc_2"], d["MAE"]
+    return (
+        f"Against `{name}` (pooled out of fold {100 * alone['Non0_acc_2']:.2f} Non0_acc_2, "
+        f"MAE {alone['MAE']:.3f}), same clips, 95 % intervals over videos: Non0_acc_2 "
+        f"{acc[0]:+.2f} points [{acc[1]:+.2f}, {acc[2]:+.2f}], "
+        f"MAE {mae[0]:+.3f} [{mae[1]:+.3f}, {mae[2]:+.3f}].\n"
+    )
+
+
 def summary(results: Sequence[dict], command: str, what: str) -> str:
     """README block: per-fold figures, their mean and spread, pooled out-of-fold figures."""
     per_fold = [mosi_metrics(np.array(r["pred"]), np.array(r["label"])) for r in results]
@@ -281,19 +293,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         what += f", predictions averaged over the runs {tag.replace('+', ', ')}"
     body = summary(results, command, what)
     if baseline is not None:
-        d = paired_difference(results, baseline)
-        alone = mosi_metrics(*_pooled(baseline)[:2])
-        body += (
-            f"\nAgainst `{args.against}` (pooled out of fold {100 * alone['Non0_acc_2']:.2f} "
-            f"Non0_acc_2, MAE {alone['MAE']:.3f}), same clips, 95 % intervals over videos: "
-            "Non0_acc_2 "
-            f"{d['Non0_acc_2'][0]:+.2f} points [{d['Non0_acc_2'][1]:+.2f}, "
-            f"{d['Non0_acc_2'][2]:+.2f}], MAE {d['MAE'][0]:+.3f} [{d['MAE'][1]:+.3f}, "
-            f"{d['MAE'][2]:+.3f}].\n"
-        )
-    print(body)
-    if args.readme and not write_block(README, "text-kfold", body):
-        print("README.md has no text-kfold block: nothing written")
+        body += "\n" + against_line(results, baseline, args.against)
+    publish("text-kfold", body, write=args.readme)
 
 
 if __name__ == "__main__":

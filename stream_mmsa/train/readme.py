@@ -10,6 +10,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+"""The checkout's README (a wheel install has none: then nothing is written)."""
+
+
+def publish(name: str, body: str, write: bool = True, readme: Path = README) -> None:
+    """Print a command's figures and (`write`: its --readme) put them in README's `name`
+    block, or say that it cannot."""
+    print(body)
+    if write and not write_block(readme, name, body):
+        print(f"{readme} has no {name} block: nothing written")
+
 
 def write_block(readme: Path, name: str, body: str) -> bool:
     """Replace the block's content with `body`; -> False when the README has no such block."""

@@ -62,7 +62,7 @@ from .datasets import MultimodalDataset, Sample, TextRecord, load_label_csv, mak
 from .evaluate import predict
 from .loading import text_dataset
 from .metrics import mosi_metrics
-from .readme import write_block
+from .readme import publish
 
 VOICE = ("-s", "150", "-g", "2", "-p", "50")
 """The old fixed voice (words/minute, word gap in 10 ms units, pitch), kept to compare with
@@ -388,7 +388,6 @@ def window_and_utterance_metrics(
 CONDITIONS = {"full model": ([], 0.0), "vision missing": (["vision"], 0.0)}
 CONDITIONS |= {"audio missing": (["audio"], 0.0), "text late": ([], 1.0)}
 """--readme's rows: modalities removed from every window, share of windows with late text."""
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -489,9 +488,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(difference, indent=2))
     if args.readme:
         body = readme_block(rows, checkpoint, args.voice, difference, args.against_checkpoint)
-        print(body)
-        if not write_block(README, "spoken-mosi", body):
-            print("README.md has no spoken-mosi block: nothing written")
+        publish("spoken-mosi", body)
 
 
 def readme_block(
