@@ -11,10 +11,11 @@ from conftest import SHARED_DATA
 
 from stream_mmsa.config import EngineConfig, TextConfig
 from stream_mmsa.media.frames import AUDIO_RATE
-from stream_mmsa.train.datasets import TextRecord, load_label_csv
+from stream_mmsa.train.datasets import Sample, TextRecord, load_label_csv
 from stream_mmsa.train.loading import make_text_encoder
 from stream_mmsa.train.spoken import (
     Voice,
+    breakdown,
     lagging,
     select_rows,
     spoken_dataset,
@@ -90,3 +91,17 @@ def test_windows_carry_recognised_text_audio_and_the_label(
     # A second pass reads the cache: same samples, no new session.
     again = spoken_dataset(records, encoder, dims, engine, name="t", seed=0)
     assert [s.id for s in again.samples] == [s.id for s in dataset.samples]
+
+
+def test_breakdown_groups_windows_by_words_and_utterances_by_length() -> None:
+    texts = [None, "good", "a very good film", "bad"]
+    samples = [Sample(f"u{i // 2}#{i}", 1.0, {}, t) for i, t in enumerate(texts)]
+    pred = np.array([-1.0, 1.0, 2.0, -0.5])
+    label = np.array([1.0, 1.0, 1.0, 1.0])
+    gold = {"u0": "good", "u1": " ".join(["word"] * 12)}
+    lines = breakdown(pred, label, samples, gold)
+    assert "| windows, 0 words | 1 | 0.0 | 2.000 |" in lines
+    assert "| windows, 1-2 words | 2 | 50.0 | 0.750 |" in lines
+    assert "| windows, 3-5 words | 1 | 100.0 | 1.000 |" in lines
+    assert "| utterances, 0-10 words | 1 | 0.0 | 1.000 |" in lines  # mean of -1 and 1
+    assert "| utterances, 11+ words | 1 | 100.0 | 0.250 |" in lines

@@ -291,7 +291,8 @@ def spoken_dataset(
         face = vision[rng.integers(len(vision))]
         if face is not None:
             features["vision"] = face
-        samples.append(Sample(f"{record.id}#{window['index']}", record.label, features))
+        words = text["transcript"] if "text" in features else None
+        samples.append(Sample(f"{record.id}#{window['index']}", record.label, features, words))
     return MultimodalDataset(samples, {**dims, "text": encoder.hidden_size}, name)
 
 
@@ -385,6 +386,39 @@ def window_and_utterance_metrics(
     }
 
 
+WORD_BINS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, 10**6))
+"""Words in a window's text, or in an utterance's gold transcript, for `breakdown`."""
+
+
+def breakdown(
+    pred: np.ndarray, label: np.ndarray, samples: Sequence[Sample], gold: dict[str, str]
+) -> list[str]:
+    """Where the errors are: accuracy and MAE per window by the words its text holds, and
+    per utterance (mean of its windows) by its gold transcript's length."""
+
+    def row(kind: str, low: int, high: int, picked: np.ndarray, p: np.ndarray, y: np.ndarray):
+        nonzero = picked & (y != 0)
+        acc = 100 * np.mean((p[nonzero] > 0) == (y[nonzero] > 0)) if nonzero.any() else np.nan
+        mae = np.abs(p[picked] - y[picked]).mean() if picked.any() else np.nan
+        span = f"{low}+" if high >= 10**6 else f"{low}" if low == high else f"{low}-{high}"
+        return f"| {kind}, {span} words | {int(picked.sum())} | {acc:.1f} | {mae:.3f} |"
+
+    lines = ["| MOSI valid, spoken | count | Non0_acc_2 | MAE |", "|---|---|---|---|"]
+    words = np.array([len((s.text or "").split()) for s in samples])
+    for low, high in WORD_BINS:
+        lines.append(row("windows", low, high, (words >= low) & (words <= high), pred, label))
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, sample in enumerate(samples):
+        groups[sample.id.rsplit("#", 1)[0]].append(i)
+    utt_pred = np.array([pred[g].mean() for g in groups.values()])
+    utt_label = np.array([label[g[0]] for g in groups.values()])
+    length = np.array([len(gold[u].split()) for u in groups])
+    for low, high in ((0, 10), (11, 10**6)):
+        picked = (length >= low) & (length <= high)
+        lines.append(row("utterances", low, high, picked, utt_pred, utt_label))
+    return lines
+
+
 CONDITIONS = {"full model": ([], 0.0), "vision missing": (["vision"], 0.0)}
 CONDITIONS |= {"audio missing": (["audio"], 0.0), "text late": ([], 1.0)}
 """--readme's rows: modalities removed from every window, share of windows with late text."""
@@ -413,6 +447,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--late", action="store_true", help="eval: every window's text lags 1-3 hops (ASR lag)"
     )
     parser.add_argument("--imagine", choices=["gate", "always", "never"], default="gate")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="eval: accuracy by the words in a window and by the utterance's length",
+    )
     parser.add_argument(
         "--against",
         nargs="+",
@@ -467,6 +506,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     valid = valid_windows(config)
     asked = window_and_utterance_metrics(model, valid, args.imagine)
     print(json.dumps(asked, indent=2))
+    if args.breakdown:
+        pred, label = predict(model, make_loader(valid, 256), imagine=args.imagine)
+        gold = {r.id: r.text for r in config_records(config, "valid")[0]}
+        print("\n".join(breakdown(pred.numpy(), label.numpy(), valid.samples, gold)))
     rows = {}
     if args.readme:  # before any baseline model replaces the encoder
         for name, (drop, late) in CONDITIONS.items():
