@@ -37,11 +37,14 @@ import numpy as np
 import torch
 
 from ..config import Config, load_config
+from ..features.text import encode_records
 from .datasets import MultimodalDataset, Sample, TextRecord, load_label_csv, make_loader
 from .evaluate import predict
 from .loading import make_text_encoder
 from .metrics import mosi_metrics
 from .readme import publish
+from .run import build_model
+from .trainer import fit
 
 FOLD_SEED = 1111
 """Folds do not follow the training seed, so recipes and seeds compare on the same clips."""
@@ -79,9 +82,6 @@ def _dataset(records: Sequence[TextRecord], states: dict, dims: dict[str, int], 
 
 def run_fold(config: Config, fold: int, folds: int) -> dict:
     """Train the recipe without fold `fold`'s videos; its predictions on them."""
-    from .run import build_model
-    from .trainer import fit
-
     data = config.data
     if data.kind != "label_csv" or data.valid_path is None:
         raise ValueError("k-fold needs a label_csv config with valid_path (the folded dataset)")
@@ -92,15 +92,14 @@ def run_fold(config: Config, fold: int, folds: int) -> dict:
     repeats = dict(
         zip(data.train_paths, data.train_repeats or [1] * len(data.train_paths), strict=True)
     )
-    pool = load_label_csv(target, "train") + load_label_csv(target, "valid")
+    valid_rows = load_label_csv(target, "valid")
+    pool = load_label_csv(target, "train") + valid_rows
     held_videos = video_folds(pool, folds, FOLD_SEED)[fold]
     held = [r for r in pool if video_of(r) in held_videos]
     kept = [r for r in pool if video_of(r) not in held_videos]
     other_train = [r for p in others for r in load_label_csv(p, "train") * repeats.get(p, 1)]
     select = [r for p in others for r in load_label_csv(p, "valid")]
     encoder = make_text_encoder(config.text)
-    from ..features.text import encode_records
-
     states = encode_records(pool + list({r.id: r for r in other_train + select}.values()), encoder)
     dims = {**config.model.input_dims, "text": encoder.hidden_size}
     train = _dataset(kept * repeats.get(target, 1) + other_train, states, dims, "train")
@@ -113,7 +112,7 @@ def run_fold(config: Config, fold: int, folds: int) -> dict:
         "folds": folds,
         "videos": sorted(held_videos),
         "ids": [r.id for r in held],
-        "was_valid": [r.id in {v.id for v in load_label_csv(target, "valid")} for r in held],
+        "was_valid": [r in valid_rows for r in held],
         "pred": pred.tolist(),
         "label": label.tolist(),
         "best_epoch": result.best_epoch,
