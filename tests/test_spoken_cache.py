@@ -7,6 +7,7 @@ import pytest
 from stream_mmsa.config import EngineConfig
 from stream_mmsa.features.asr import AsrConfig
 from stream_mmsa.train import spoken
+from stream_mmsa.train.readme import write_block
 
 
 def test_cache_moves_when_the_recogniser_settings_change(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,4 +35,4 @@ def test_readme_block_lists_each_condition_per_window_and_utterance(tmp_path) ->
     assert body.count("| text late, per ") == 2 and "| full model, per utterance (3) |" in body
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- spoken-mosi -->\nold\n<!-- /spoken-mosi -->\nb\n")
-    assert spoken.write_block(readme, "spoken-mosi", body) and "old" not in readme.read_text()
+    assert write_block(readme, "spoken-mosi", body) and "old" not in readme.read_text()
