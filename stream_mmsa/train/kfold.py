@@ -30,7 +30,7 @@ import random
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +51,12 @@ FOLD_SEED = 1111
 
 
 def video_of(record: TextRecord) -> str:
+    return _video(record.id)
+
+
+def _video(clip_id: str) -> str:
     """MOSI ids are "<video id>_<clip>"; video ids may themselves hold underscores."""
-    return record.id.rsplit("_", 1)[0]
+    return clip_id.rsplit("_", 1)[0]
 
 
 def video_folds(records: Sequence[TextRecord], folds: int, seed: int) -> list[set[str]]:
@@ -121,21 +125,33 @@ def run_fold(config: Config, fold: int, folds: int) -> dict:
     }
 
 
-def bootstrap_by_video(
-    pred: np.ndarray, label: np.ndarray, videos: Sequence[str], resamples: int = 2000
-) -> dict[str, tuple[float, float]]:
-    """95 % intervals of Non0_acc_2 and MAE, resampling whole videos."""
-    rng = np.random.default_rng(0)
+def _resample_videos(
+    videos: Sequence[str], figures: Callable[[np.ndarray], np.ndarray], resamples: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`figures` of every clip, and its 95 % interval over draws of whole videos."""
     rows: dict[str, list[int]] = defaultdict(list)
     for i, video in enumerate(videos):
         rows[video].append(i)
     names = sorted(rows)
-    draws = []
-    for _ in range(resamples):
-        picked = np.concatenate([rows[v] for v in rng.choice(names, len(names))])
-        m = mosi_metrics(pred[picked], label[picked])
-        draws.append((m["Non0_acc_2"], m["MAE"]))
+    rng = np.random.default_rng(0)
+    draws = [
+        figures(np.concatenate([rows[v] for v in rng.choice(names, len(names))]))
+        for _ in range(resamples)
+    ]
     low, high = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
+    return figures(np.arange(len(videos))), low, high
+
+
+def bootstrap_by_video(
+    pred: np.ndarray, label: np.ndarray, videos: Sequence[str], resamples: int = 2000
+) -> dict[str, tuple[float, float]]:
+    """95 % intervals of Non0_acc_2 and MAE, resampling whole videos."""
+
+    def figures(picked: np.ndarray) -> np.ndarray:
+        m = mosi_metrics(pred[picked], label[picked])
+        return np.array([m["Non0_acc_2"], m["MAE"]])
+
+    _, low, high = _resample_videos(videos, figures, resamples)
     return {"Non0_acc_2": (low[0], high[0]), "MAE": (low[1], high[1])}
 
 
@@ -162,7 +178,7 @@ def load_folds(out: Path, tag: str, folds: int) -> list[dict]:
 def _pooled(results: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     pred = np.concatenate([r["pred"] for r in results])
     label = np.concatenate([r["label"] for r in results])
-    return pred, label, [i.rsplit("_", 1)[0] for r in results for i in r["ids"]]
+    return pred, label, [_video(i) for r in results for i in r["ids"]]
 
 
 def paired_difference(
@@ -172,22 +188,12 @@ def paired_difference(
     interval, resampling whole videos (the same ones on both sides)."""
     a, label, videos = _pooled(tried)
     b, _, _ = _pooled(baseline)
-    rows: dict[str, list[int]] = defaultdict(list)
-    for i, video in enumerate(videos):
-        rows[video].append(i)
-    names = sorted(rows)
 
     def figures(picked: np.ndarray) -> np.ndarray:
         ma, mb = mosi_metrics(a[picked], label[picked]), mosi_metrics(b[picked], label[picked])
         return np.array([100 * (ma["Non0_acc_2"] - mb["Non0_acc_2"]), ma["MAE"] - mb["MAE"]])
 
-    rng = np.random.default_rng(0)
-    point = figures(np.arange(len(label)))
-    draws = [
-        figures(np.concatenate([rows[v] for v in rng.choice(names, len(names))]))
-        for _ in range(resamples)
-    ]
-    low, high = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
+    point, low, high = _resample_videos(videos, figures, resamples)
     return {
         name: (float(p), float(lo), float(hi))
         for name, p, lo, hi in zip(("Non0_acc_2", "MAE"), point, low, high, strict=True)
