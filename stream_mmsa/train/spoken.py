@@ -369,15 +369,27 @@ def spoken_splits(
     return train, valid
 
 
+def utterances(samples: Sequence[Sample]) -> dict[str, list[int]]:
+    """The positions of each utterance's windows (ids "<utterance>#<window>")."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, sample in enumerate(samples):
+        groups[sample.id.rsplit("#", 1)[0]].append(i)
+    return groups
+
+
 def window_and_utterance_metrics(
     model: SentimentModel, dataset: MultimodalDataset, imagine: str = "gate"
 ) -> dict[str, dict[str, float]]:
     """MOSI metrics per window, and per utterance on the mean score of its windows."""
     pred, label = predict(model, make_loader(dataset, 256), imagine=imagine)
-    by_utterance: dict[str, list[int]] = defaultdict(list)
-    for i, sample in enumerate(dataset.samples):
-        by_utterance[sample.id.rsplit("#", 1)[0]].append(i)
-    groups = list(by_utterance.values())
+    return level_metrics(pred, label, dataset.samples)
+
+
+def level_metrics(
+    pred: torch.Tensor, label: torch.Tensor, samples: Sequence[Sample]
+) -> dict[str, dict[str, float]]:
+    """`window_and_utterance_metrics` of predictions already made."""
+    groups = list(utterances(samples).values())
     utt_pred = torch.stack([pred[g].mean() for g in groups])
     utt_label = torch.stack([label[g[0]] for g in groups])
     return {
@@ -407,9 +419,7 @@ def breakdown(
     words = np.array([len((s.text or "").split()) for s in samples])
     for low, high in WORD_BINS:
         lines.append(row("windows", low, high, (words >= low) & (words <= high), pred, label))
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, sample in enumerate(samples):
-        groups[sample.id.rsplit("#", 1)[0]].append(i)
+    groups = utterances(samples)
     utt_pred = np.array([pred[g].mean() for g in groups.values()])
     utt_label = np.array([label[g[0]] for g in groups.values()])
     length = np.array([len(gold[u].split()) for u in groups])
@@ -504,10 +514,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return MultimodalDataset([s for s in valid.samples if s.features], valid.dims, valid.name)
 
     valid = valid_windows(config)
-    asked = window_and_utterance_metrics(model, valid, args.imagine)
+    pred, label = predict(model, make_loader(valid, 256), imagine=args.imagine)
+    asked = level_metrics(pred, label, valid.samples)
     print(json.dumps(asked, indent=2))
     if args.breakdown:
-        pred, label = predict(model, make_loader(valid, 256), imagine=args.imagine)
         gold = {r.id: r.text for r in config_records(config, "valid")[0]}
         print("\n".join(breakdown(pred.numpy(), label.numpy(), valid.samples, gold)))
     rows = {}
@@ -599,10 +609,7 @@ def paired_difference(
     sides = []
     for model, data in (tried, baseline):
         pred, label = predict(model, make_loader(data, 256), imagine=imagine)
-        by_utterance: dict[str, list[int]] = defaultdict(list)
-        for i, sample in enumerate(data.samples):
-            by_utterance[sample.id.rsplit("#", 1)[0]].append(i)
-        sides.append((pred.numpy(), label.numpy(), by_utterance))
+        sides.append((pred.numpy(), label.numpy(), utterances(data.samples)))
     common = sorted(set(sides[0][2]) & set(sides[1][2]))
 
     def figures(picked: Sequence[str]) -> np.ndarray:
