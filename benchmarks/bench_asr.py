@@ -142,7 +142,7 @@ def main() -> None:
         )
 
     command = "python benchmarks/bench_asr.py " + " ".join(sys.argv[1:])
-    publish("asr-continuous", f"\n`{command}`: {table(results, config, args)}", args.readme)
+    publish("asr-continuous", f"`{command}`: {table(results, config, args)}", args.readme)
     for result in results:
         print(f"\n{result['file']}:\n  stream:  {result['stream_text']}")
         print(f"  offline: {result['offline_text']}")
