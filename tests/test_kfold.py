@@ -76,6 +76,8 @@ def test_a_fold_scores_only_its_held_out_videos(tmp_path: Path) -> None:
     (out / "tiny" / "fold1-of-2.json").write_text(json.dumps(result))
     with pytest.raises(SystemExit):  # fold 0 not run yet
         main(["--config", str(config), "--folds", "2", "--out", str(out), "--readme"])
+    with pytest.raises(SystemExit):  # no fold 2 of 2: refused before any training
+        main(["--config", str(config), "--folds", "2", "--fold", "2", "--out", str(out)])
     (out / "tiny" / "fold0-of-2.json").write_text(json.dumps({**result, "fold": 0}))
     ensemble = load_folds(out, "tiny+tiny", 2)
     assert ensemble[1]["pred"] == pytest.approx(result["pred"])  # the mean of equal runs
