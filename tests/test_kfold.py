@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from stream_mmsa.config import load_config
+from stream_mmsa.model.sentiment import load_sentiment_model
 from stream_mmsa.train.datasets import TextRecord
+from stream_mmsa.train.ensemble import main as ship
 from stream_mmsa.train.kfold import (
     load_folds,
     main,
@@ -86,3 +88,15 @@ def test_a_fold_scores_only_its_held_out_videos(tmp_path: Path) -> None:
     assert "| pooled out-of-fold (95 % CI over videos) | 24 |" in table
     same = paired_difference(ensemble, load_folds(out, "tiny", 2), resamples=50)
     assert same["MAE"] == pytest.approx((0.0, 0.0, 0.0), abs=1e-6)
+
+    # The recipe shipped: every clip in training, the seeds averaged, the card citing the
+    # out-of-fold figures saved above.
+    ckpt = tmp_path / "ship.pt"
+    args = ["--config", str(config), "--seeds", "1,2", "--out", str(ckpt), "--folds", "2"]
+    ship([*args, "--kfold-out", str(out), "--kfold-tag", "tiny+tiny"])
+    model, extra = load_sentiment_model(ckpt)
+    assert len(model.fusions) == 2 and extra["seeds"] == [1, 2]
+    card = ckpt.with_suffix(".md").read_text()
+    assert "seed ensemble of 2 models (seeds 1, 2" in card
+    assert "24 MOSI train+valid clips out of fold: Non0_acc_2" in card
+    assert "MOSI valid is in the training data" in card

@@ -26,6 +26,7 @@ from stream_mmsa.model.evaluator import (
 )
 from stream_mmsa.model.fusion import FusionModel
 from stream_mmsa.model.prompts import N_PATTERNS
+from stream_mmsa.model.sentiment import SentimentModel, load_sentiment_model, save_sentiment_model
 from stream_mmsa.model.types import MODALITIES, MultimodalBatch
 
 DIMS = {"text": 24, "audio": 10, "vision": 7}
@@ -225,6 +226,32 @@ def test_checkpoint_round_trip(tmp_path, model: FusionModel) -> None:
         for mode in MODES:
             a, b = model(batch, imagine=mode), loaded(batch, imagine=mode)
             assert torch.equal(a.score, b.score) and torch.equal(a.imagined, b.imagined)
+
+
+def test_a_seed_ensemble_averages_its_members_and_survives_a_checkpoint(tmp_path) -> None:
+    members = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        members.append(FusionModel(small_config()).eval())
+    members[0].tau.fill_(-math.inf)  # imagines every missing modality; the others never
+    for m in members[1:]:
+        m.tau.fill_(math.inf)
+    ensemble = SentimentModel(members[0], None, members[1:]).eval()
+    batch = batch_with(PATTERNS)
+    with torch.inference_mode():
+        outs = [m(batch) for m in members]
+        out = ensemble(batch)
+    assert torch.allclose(out.score, torch.stack([o.score for o in outs]).mean(0))
+    assert torch.allclose(out.gain, torch.stack([o.gain for o in outs]).mean(0))
+    assert outs[0].imagined.any() and not out.imagined.any()  # one vote in three
+    path = tmp_path / "ensemble.pt"
+    save_sentiment_model(path, ensemble, {"card": "two seeds"})
+    loaded, extra = load_sentiment_model(path)
+    assert extra == {"card": "two seeds"} and len(loaded.members) == 2
+    with torch.inference_mode():
+        assert torch.equal(loaded(batch).score, out.score)
+    with pytest.raises(RuntimeError, match="not trained"):
+        ensemble.training_losses(batch, batch, LossWeights(), distill=True)
 
 
 def with_recall(batch: MultimodalBatch, seed: int = 0) -> MultimodalBatch:

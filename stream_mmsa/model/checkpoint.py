@@ -46,9 +46,15 @@ def load_checkpoint(
     blob = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint")
-    model = FusionModel(ModelConfig.model_validate(blob["config"]))
-    model.load_state_dict(_upgrade(blob["state_dict"], model, path))
+    model = fusion_from_state(ModelConfig.model_validate(blob["config"]), blob["state_dict"], path)
     return model.to(map_location).eval(), blob["extra"]
+
+
+def fusion_from_state(config: ModelConfig, state: dict[str, Any], path: str | Path) -> FusionModel:
+    """A fusion model of `config` holding `state` (upgraded if saved by an older version)."""
+    model = FusionModel(config)
+    model.load_state_dict(_upgrade(state, model, path))
+    return model
 
 
 def _upgrade(state: dict[str, Any], model: FusionModel, path: str | Path) -> dict[str, Any]:

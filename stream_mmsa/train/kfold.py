@@ -31,6 +31,7 @@ import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,21 +85,29 @@ def _dataset(records: Sequence[TextRecord], states: dict, dims: dict[str, int], 
     return MultimodalDataset(samples, dims, name)
 
 
-def run_fold(config: Config, fold: int, folds: int) -> dict:
-    """Train the recipe without fold `fold`'s videos; its predictions on them."""
+@dataclass
+class RecipeData:
+    """The recipe's datasets with some MOSI videos held out (none when shipping)."""
+
+    train: MultimodalDataset
+    select: MultimodalDataset
+    held: MultimodalDataset
+    held_rows: list[TextRecord]
+    valid_rows: list[TextRecord]
+    dims: dict[str, int]
+
+
+def recipe_data(config: Config, held_videos: set[str], name: str) -> RecipeData:
+    """MOSI train+valid less `held_videos` (repeated) plus the other paths' train rows;
+    selection on the other paths' valid rows; the held-out clips to score."""
     data = config.data
-    if data.kind != "label_csv" or data.valid_path is None:
-        raise ValueError("k-fold needs a label_csv config with valid_path (the folded dataset)")
+    pool = _pool(config)
     target = data.valid_path
     others = [p for p in data.train_paths if p != target]
-    if not others:
-        raise ValueError("k-fold selects epochs on the other train paths' valid rows: none given")
     repeats = dict(
         zip(data.train_paths, data.train_repeats or [1] * len(data.train_paths), strict=True)
     )
     valid_rows = load_label_csv(target, "valid")
-    pool = load_label_csv(target, "train") + valid_rows
-    held_videos = video_folds(pool, folds, FOLD_SEED)[fold]
     held = [r for r in pool if video_of(r) in held_videos]
     kept = [r for r in pool if video_of(r) not in held_videos]
     other_train = [r for p in others for r in load_label_csv(p, "train") * repeats.get(p, 1)]
@@ -106,17 +115,38 @@ def run_fold(config: Config, fold: int, folds: int) -> dict:
     encoder = make_text_encoder(config.text)
     states = encode_records(pool + list({r.id: r for r in other_train + select}.values()), encoder)
     dims = {**config.model.input_dims, "text": encoder.hidden_size}
-    train = _dataset(kept * repeats.get(target, 1) + other_train, states, dims, "train")
-    valid = _dataset(select, states, dims, "select")
-    test = _dataset(held, states, dims, f"fold {fold}")
-    result = fit(config, train, valid, build_model(config, dims, None))
-    pred, label = predict(result.model, make_loader(test, 256))
+    return RecipeData(
+        train=_dataset(kept * repeats.get(target, 1) + other_train, states, dims, "train"),
+        select=_dataset(select, states, dims, "select"),
+        held=_dataset(held, states, dims, name),
+        held_rows=held,
+        valid_rows=valid_rows,
+        dims=dims,
+    )
+
+
+def _pool(config: Config) -> list[TextRecord]:
+    """MOSI train+valid: the clips the folds deal out."""
+    data = config.data
+    if data.kind != "label_csv" or data.valid_path is None:
+        raise ValueError("k-fold needs a label_csv config with valid_path (the folded dataset)")
+    if all(p == data.valid_path for p in data.train_paths):
+        raise ValueError("k-fold selects epochs on the other train paths' valid rows: none given")
+    return load_label_csv(data.valid_path, "train") + load_label_csv(data.valid_path, "valid")
+
+
+def run_fold(config: Config, fold: int, folds: int) -> dict:
+    """Train the recipe without fold `fold`'s videos; its predictions on them."""
+    held_videos = video_folds(_pool(config), folds, FOLD_SEED)[fold]
+    d = recipe_data(config, held_videos, f"fold {fold}")
+    result = fit(config, d.train, d.select, build_model(config, d.dims, None))
+    pred, label = predict(result.model, make_loader(d.held, 256))
     return {
         "fold": fold,
         "folds": folds,
         "videos": sorted(held_videos),
-        "ids": [r.id for r in held],
-        "was_valid": [r in valid_rows for r in held],
+        "ids": [r.id for r in d.held_rows],
+        "was_valid": [r in d.valid_rows for r in d.held_rows],
         "pred": pred.tolist(),
         "label": label.tolist(),
         "best_epoch": result.best_epoch,
@@ -175,7 +205,7 @@ def load_folds(out: Path, tag: str, folds: int) -> list[dict]:
     return joined
 
 
-def _pooled(results: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def pooled(results: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     pred = np.concatenate([r["pred"] for r in results])
     label = np.concatenate([r["label"] for r in results])
     return pred, label, [_video(i) for r in results for i in r["ids"]]
@@ -186,8 +216,8 @@ def paired_difference(
 ) -> dict[str, tuple[float, float, float]]:
     """`tried` minus `baseline` out of fold (Non0_acc_2 in points, MAE): point and 95 %
     interval, resampling whole videos (the same ones on both sides)."""
-    a, label, videos = _pooled(tried)
-    b, _, _ = _pooled(baseline)
+    a, label, videos = pooled(tried)
+    b, _, _ = pooled(baseline)
 
     def figures(picked: np.ndarray) -> np.ndarray:
         ma, mb = mosi_metrics(a[picked], label[picked]), mosi_metrics(b[picked], label[picked])
@@ -203,7 +233,7 @@ def paired_difference(
 def against_line(results: Sequence[dict], baseline: Sequence[dict], name: str) -> str:
     """One sentence: the baseline's pooled figures and the paired difference with them."""
     d = paired_difference(results, baseline)
-    alone = mosi_metrics(*_pooled(baseline)[:2])
+    alone = mosi_metrics(*pooled(baseline)[:2])
     acc, mae = d["Non0_acc_2"], d["MAE"]
     return (
         f"Against `{name}` (pooled out of fold {100 * alone['Non0_acc_2']:.2f} Non0_acc_2, "
@@ -216,9 +246,9 @@ def against_line(results: Sequence[dict], baseline: Sequence[dict], name: str) -
 def summary(results: Sequence[dict], command: str, what: str) -> str:
     """README block: per-fold figures, their mean and spread, pooled out-of-fold figures."""
     per_fold = [mosi_metrics(np.array(r["pred"]), np.array(r["label"])) for r in results]
-    pred, label, videos = _pooled(results)
+    pred, label, videos = pooled(results)
     was_valid = np.concatenate([r["was_valid"] for r in results]).astype(bool)
-    pooled = mosi_metrics(pred, label)
+    overall = mosi_metrics(pred, label)
     ci = bootstrap_by_video(pred, label, videos)
     valid_part = mosi_metrics(pred[was_valid], label[was_valid])
     lines = [
@@ -243,10 +273,10 @@ def summary(results: Sequence[dict], command: str, what: str) -> str:
         f"| mean ± sd over folds | | {statistics.mean(acc):.2f} ± {statistics.stdev(acc):.2f} "
         f"| | {statistics.mean(mae):.3f} ± {statistics.stdev(mae):.3f} | | |",
         f"| pooled out-of-fold (95 % CI over videos) | {len(pred)} | "
-        f"{100 * pooled['Non0_acc_2']:.2f} [{100 * ci['Non0_acc_2'][0]:.1f}, "
-        f"{100 * ci['Non0_acc_2'][1]:.1f}] | {100 * pooled['Non0_F1_score']:.2f} | "
-        f"{pooled['MAE']:.3f} [{ci['MAE'][0]:.3f}, {ci['MAE'][1]:.3f}] | "
-        f"{pooled['Corr']:.3f} | |",
+        f"{100 * overall['Non0_acc_2']:.2f} [{100 * ci['Non0_acc_2'][0]:.1f}, "
+        f"{100 * ci['Non0_acc_2'][1]:.1f}] | {100 * overall['Non0_F1_score']:.2f} | "
+        f"{overall['MAE']:.3f} [{ci['MAE'][0]:.3f}, {ci['MAE'][1]:.3f}] | "
+        f"{overall['Corr']:.3f} | |",
         f"| of which MOSI valid clips | {int(was_valid.sum())} | "
         f"{100 * valid_part['Non0_acc_2']:.2f} | {100 * valid_part['Non0_F1_score']:.2f} | "
         f"{valid_part['MAE']:.3f} | {valid_part['Corr']:.3f} | |",

@@ -48,6 +48,19 @@ SPOKEN_LIMITS = [
     "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
 ]
 """The card's limits for data.kind=spoken: what each branch could and could not learn."""
+OUTPUT_LINES = [
+    "- Output: score on the CMU-MOSI scale (-3 … 3), confidence, per-modality weights,",
+    "  evaluator decisions for missing modalities.",
+]
+TEXT_LIMITS = [
+    "- Limits: trained on transcripts only. Its audio and vision branches never saw",
+    "  real signal: they are untrained, so the evaluator's gate for them is closed",
+    "  (τ = +inf): it never imagines them and the score comes from the text alone.",
+    "  English only; MOSI/MOSEI are YouTube monologues (opinion videos), so",
+    "  conversational, sarcastic or non-English speech is out of distribution.",
+    "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
+]
+"""The card's limits for data.kind=label_csv (transcripts only)."""
 LABEL_SCALE = {"min": -3.0, "max": 3.0, "name": "CMU-MOSI sentiment"}
 
 
@@ -58,7 +71,7 @@ def build_model(config: Config, dims: dict[str, int], text_top: torch.nn.Module 
     return SentimentModel(FusionModel(config.model), text_top)
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
@@ -68,7 +81,7 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _figures(m: dict[str, float]) -> str:
+def figures(m: dict[str, float]) -> str:
     return ", ".join(
         f"{k} {100 * m[k]:.2f}" if "acc" in k or "F1" in k else f"{k} {m[k]:.3f}"
         for k in ("Non0_acc_2", "Non0_F1_score", "Has0_acc_2", "Mult_acc_7", "MAE", "Corr")
@@ -112,15 +125,14 @@ def model_card(
     lines = [
         f"# Model card: {config.name}",
         "",
-        f"- Trained {datetime.now(UTC):%Y-%m-%d} from commit {_git_commit()} on "
+        f"- Trained {datetime.now(UTC):%Y-%m-%d} from commit {git_commit()} on "
         f"{platform.machine()} ({'CUDA' if torch.cuda.is_available() else 'CPU'}), "
         f"seed {config.seed}, {result.seconds / 60:.1f} min, best epoch {result.best_epoch}.",
         f"- Data: {data}. {n_train} training samples per epoch (with data.train_repeats "
         f"{config.data.train_repeats or 'none'}) and {n_valid} validation samples.",
         "- Selection: early stopping on the validation split only; no test data was seen.",
-        f"- Validation ({config.train.select_metric} selected): " + _figures(m),
-        "- Output: score on the CMU-MOSI scale (-3 … 3), confidence, per-modality weights,",
-        "  evaluator decisions for missing modalities.",
+        f"- Validation ({config.train.select_metric} selected): " + figures(m),
+        *OUTPUT_LINES,
     ]
     if config.data.kind == "synthetic":
         lines.append(
@@ -128,18 +140,11 @@ def model_card(
             "model and must never be used as one."
         )
     elif config.data.kind == "label_csv":
-        lines += [
-            "- Limits: trained on transcripts only. Its audio and vision branches never saw",
-            "  real signal: they are untrained, so the evaluator's gate for them is closed",
-            "  (τ = +inf): it never imagines them and the score comes from the text alone.",
-            "  English only; MOSI/MOSEI are YouTube monologues (opinion videos), so",
-            "  conversational, sarcastic or non-English speech is out of distribution.",
-            "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
-        ]
+        lines += TEXT_LIMITS
     elif config.data.kind == "spoken":
         for level, v in (levels or {}).items():
             lines.append(
-                f"- Validation per {level} ({v['count']:.0f}, spoken MOSI valid): " + _figures(v)
+                f"- Validation per {level} ({v['count']:.0f}, spoken MOSI valid): " + figures(v)
             )
         gold = ", ".join(f"{p.parent.name} train" for p in config.data.text_paths) or "none"
         lines += [

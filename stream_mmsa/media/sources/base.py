@@ -7,6 +7,11 @@ from collections.abc import AsyncIterator
 
 from ..frames import Frame
 
+RESYNC_S = 0.3
+"""Live audio is stamped on arrival but keeps its own sample count between arrivals, so
+jitter does not bend the waveform; once that count falls this far behind arrival the
+sender paused (packet loss, a muted microphone) and the clock is re-anchored."""
+
 
 class SourceError(RuntimeError):
     """A source that cannot be opened or read, naming which one and why."""

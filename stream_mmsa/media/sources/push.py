@@ -21,7 +21,7 @@ import av
 import numpy as np
 
 from ..frames import AUDIO_RATE, AudioChunk, Frame, VideoFrame
-from .base import Source
+from .base import RESYNC_S, Source
 
 MIN_RATE, MAX_RATE = 8_000, 192_000
 """Sample rates push_audio takes: telephone audio up to studio capture."""
@@ -33,10 +33,6 @@ neither delays the extractors nor makes dropping coarse."""
 JITTER_S = 0.05
 """Explicit audio times within this of where the previous push ended continue its sample
 clock (timestamp jitter); further ahead is a gap, further back an error."""
-
-RESYNC_S = 0.3
-"""Audio stamped on arrival whose sample clock falls this far behind arrival is re-anchored
-(the sender paused, e.g. a muted microphone)."""
 
 
 def _mono(pcm: np.ndarray) -> np.ndarray:

@@ -21,12 +21,9 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ...media.frames import AUDIO_RATE, AudioChunk, Frame, VideoFrame
-from ...media.sources.base import Source
+from ...media.sources.base import RESYNC_S, Source
 
 log = logging.getLogger(__name__)
-
-RESYNC_S = 0.3
-"""Audio whose sample clock falls this far behind arrival is re-anchored (a gap)."""
 
 MAX_AUDIO_BACKLOG = 500
 """Audio chunks (10 s at 20 ms) held for a stalled consumer before the oldest are dropped."""
