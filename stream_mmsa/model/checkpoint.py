@@ -22,6 +22,11 @@ FORMAT = "stream_mmsa.fusion/1"
 log = logging.getLogger(__name__)
 
 
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`module`'s state dict detached onto the CPU: what a checkpoint stores."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def save_checkpoint(
     path: str | Path, model: FusionModel, extra: dict[str, Any] | None = None
 ) -> None:
@@ -31,7 +36,7 @@ def save_checkpoint(
     blob = {
         "format": FORMAT,
         "config": model.config.model_dump(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": cpu_state(model),
         "extra": extra or {},
     }
     tmp = path.with_name(path.name + ".tmp")

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import fusion_from_state, load_checkpoint, save_checkpoint
+from .checkpoint import cpu_state, fusion_from_state, load_checkpoint, save_checkpoint
 from .config import LossWeights
 from .fusion import FusionModel
 from .types import FusionOutput, MultimodalBatch
@@ -106,13 +106,9 @@ def save_sentiment_model(path: Path | str, model: SentimentModel, extra: dict[st
     an ensemble's further members (their state dicts; they share the first one's config)."""
     extra = dict(extra)
     if model.members:
-        extra["members"] = [
-            {k: v.detach().cpu() for k, v in m.state_dict().items()} for m in model.members
-        ]
+        extra["members"] = [cpu_state(m) for m in model.members]
     if model.text_top is not None:
-        extra["text_top_state"] = {
-            k: v.detach().cpu().half() for k, v in model.text_top.state_dict().items()
-        }
+        extra["text_top_state"] = {k: v.half() for k, v in cpu_state(model.text_top).items()}
     save_checkpoint(path, model.fusion, extra)
 
 

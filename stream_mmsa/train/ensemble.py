@@ -35,7 +35,7 @@ def train_members(
     config: Config, seeds: Sequence[int]
 ) -> tuple[SentimentModel, list[TrainResult], RecipeData]:
     """One model per seed on the whole recipe data; -> the ensemble, each fit, the data."""
-    data = recipe_data(config, set(), "none held out")
+    data = recipe_data(config)
     results = []
     for seed in seeds:
         member = config.model_copy(deep=True, update={"seed": seed})

@@ -92,22 +92,26 @@ class RecipeData:
     train: MultimodalDataset
     select: MultimodalDataset
     held: MultimodalDataset
+    held_videos: set[str]
     held_rows: list[TextRecord]
     valid_rows: list[TextRecord]
     dims: dict[str, int]
 
 
-def recipe_data(config: Config, held_videos: set[str], name: str) -> RecipeData:
-    """MOSI train+valid less `held_videos` (repeated) plus the other paths' train rows;
-    selection on the other paths' valid rows; the held-out clips to score."""
+def recipe_data(config: Config, fold: int | None = None, folds: int = 5) -> RecipeData:
+    """MOSI train+valid less fold `fold`'s videos (repeated) plus the other paths' train
+    rows; selection on the other paths' valid rows; the held-out clips to score. `fold`
+    None holds nothing out (the shipped model)."""
     data = config.data
-    pool = _pool(config)
+    train_rows, valid_rows = _pool(config)
+    pool = train_rows + valid_rows
+    held_videos = set() if fold is None else video_folds(pool, folds, FOLD_SEED)[fold]
+    name = "none held out" if fold is None else f"fold {fold}"
     target = data.valid_path
     others = [p for p in data.train_paths if p != target]
     repeats = dict(
         zip(data.train_paths, data.train_repeats or [1] * len(data.train_paths), strict=True)
     )
-    valid_rows = load_label_csv(target, "valid")
     held = [r for r in pool if video_of(r) in held_videos]
     kept = [r for r in pool if video_of(r) not in held_videos]
     other_train = [r for p in others for r in load_label_csv(p, "train") * repeats.get(p, 1)]
@@ -119,32 +123,32 @@ def recipe_data(config: Config, held_videos: set[str], name: str) -> RecipeData:
         train=_dataset(kept * repeats.get(target, 1) + other_train, states, dims, "train"),
         select=_dataset(select, states, dims, "select"),
         held=_dataset(held, states, dims, name),
+        held_videos=held_videos,
         held_rows=held,
         valid_rows=valid_rows,
         dims=dims,
     )
 
 
-def _pool(config: Config) -> list[TextRecord]:
-    """MOSI train+valid: the clips the folds deal out."""
+def _pool(config: Config) -> tuple[list[TextRecord], list[TextRecord]]:
+    """MOSI train and valid rows: the clips the folds deal out."""
     data = config.data
     if data.kind != "label_csv" or data.valid_path is None:
         raise ValueError("k-fold needs a label_csv config with valid_path (the folded dataset)")
     if all(p == data.valid_path for p in data.train_paths):
         raise ValueError("k-fold selects epochs on the other train paths' valid rows: none given")
-    return load_label_csv(data.valid_path, "train") + load_label_csv(data.valid_path, "valid")
+    return load_label_csv(data.valid_path, "train"), load_label_csv(data.valid_path, "valid")
 
 
 def run_fold(config: Config, fold: int, folds: int) -> dict:
     """Train the recipe without fold `fold`'s videos; its predictions on them."""
-    held_videos = video_folds(_pool(config), folds, FOLD_SEED)[fold]
-    d = recipe_data(config, held_videos, f"fold {fold}")
+    d = recipe_data(config, fold, folds)
     result = fit(config, d.train, d.select, build_model(config, d.dims, None))
     pred, label = predict(result.model, make_loader(d.held, 256))
     return {
         "fold": fold,
         "folds": folds,
-        "videos": sorted(held_videos),
+        "videos": sorted(d.held_videos),
         "ids": [r.id for r in d.held_rows],
         "was_valid": [r in d.valid_rows for r in d.held_rows],
         "pred": pred.tolist(),
