@@ -86,10 +86,12 @@ def classifier() -> ExpressionClassifier:
 
 def test_port_reproduces_the_keras_model(classifier: ExpressionClassifier) -> None:
     inputs = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype(np.float32)
-    faces = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous()
+    faces = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
     with torch.inference_mode():
-        probs = classifier.model(faces).numpy()
-    np.testing.assert_allclose(probs, KERAS_OUTPUTS, atol=1e-5)
+        port = load_expression_model(resolve_expression_model())(torch.from_numpy(faces))
+    np.testing.assert_allclose(port.numpy(), KERAS_OUTPUTS, atol=1e-5)
+    # and the ONNX Runtime graph that serves it
+    np.testing.assert_allclose(classifier.probabilities(faces), KERAS_OUTPUTS, atol=1e-5)
 
 
 def test_a_file_that_does_not_fit_the_network_is_refused(tmp_path: Path) -> None:

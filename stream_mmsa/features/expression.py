@@ -16,6 +16,12 @@ face; mean total-variation distance 0.16) and on all 97 frames of the bundled sa
 Output: the softmax over FER2013's seven classes in the dataset's order, `LABELS`. This
 port reproduces the Keras model (Keras 3 loading the same file) to 1e-6.
 
+Serving: the torch port is exported once per process to ONNX and run by ONNX Runtime (which
+faster-whisper already brings). For one 64×64 face, torch's per-operator overhead dominates
+the ~40 small convolutions; ONNX Runtime runs the same graph 5-6× faster on one core (0.6
+against 3.1-3.9 ms a face; `stream-mmsa bench --stages face` reports it), which is what
+brings the face stage under its 10 ms budget. Same outputs to 1e-5.
+
 Valence summary, `valence(p) = p_happy − (p_angry + p_disgust + p_fear + p_sad)`, in
 [−1, 1]: the expected sign of the expression under the classifier's beliefs, every class
 weighted ±1 because FER2013 labels say which emotion, not how strong it is. Happy is the
@@ -27,9 +33,12 @@ say. A sure smile reads +1, a sure frown −1, a face split evenly between happy
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import io
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
@@ -37,6 +46,7 @@ from typing import get_args
 import cv2
 import h5py
 import numpy as np
+import onnxruntime
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -178,9 +188,8 @@ def _as_torch(array: np.ndarray, layer: nn.Module, index: int) -> np.ndarray:
 
 
 def load_expression_model(path: str | Path) -> MiniXception:
-    """The mini-Xception with the Keras file's weights (every shape checked), ready to serve:
-    eval mode, batch norms folded into the convolutions and channels-last memory, which
-    together halve its time per face on CPU (same outputs to 1e-6)."""
+    """The mini-Xception with the Keras file's weights (every shape checked), in eval mode
+    with its batch norms folded into the convolutions (same outputs to 1e-6)."""
     model = MiniXception().eval()
     layers = list(_weighted_layers(model))
     saved = _keras_weights(Path(path))
@@ -202,7 +211,7 @@ def load_expression_model(path: str | Path) -> MiniXception:
             [f"blocks.{i}.{conv}", f"blocks.{i}.{norm}"]
             for conv, norm in (("conv1.1", "bn1"), ("conv2.1", "bn2"), ("shortcut", "bn_shortcut"))
         ]
-    return fuse_modules(model, pairs).to(memory_format=torch.channels_last)
+    return fuse_modules(model, pairs)
 
 
 def face_crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -236,30 +245,56 @@ def valence(probs: np.ndarray) -> np.ndarray:
     return np.clip(probs @ VALENCE, -1.0, 1.0)
 
 
+@functools.lru_cache(maxsize=4)
+def expression_onnx(path: Path) -> bytes:
+    """The loaded network as an ONNX model, exported once per process and weights file.
+
+    torch's TorchScript exporter, which needs only the `onnx` package (the newer exporter
+    would add onnxscript); its deprecation notice is silenced because torch is pinned.
+    """
+    model = load_expression_model(path)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 1, SIZE, SIZE),),
+            buffer,
+            dynamo=False,
+            input_names=["face"],
+            output_names=["probs"],
+            dynamic_axes={"face": {0: "batch"}, "probs": {0: "batch"}},
+        )
+    return buffer.getvalue()
+
+
 class ExpressionClassifier:
     """Face crop in, 7 probabilities out; `last_ms` is what the last call took (crop included).
 
-    Build it on the thread that will call it (FaceLandmarks does, on the face worker): that
-    thread gets one torch intra-op thread. One 64×64 face gains nothing from more, and on
-    busy cores OpenMP's spin-waiting costs ~100× (measured on 2 loaded cores: 430 ms a face
-    with 2 threads, 3 ms with 1). torch's OpenMP builds (the official wheels) keep this
-    setting per thread, so the rest of the process keeps its own.
+    One ONNX Runtime thread that never spin-waits: one 64×64 face gains nothing from more,
+    and on busy cores spin-waiting threads cost ~100× (measured with torch on 2 loaded
+    cores: 430 ms a face with 2 threads, 3 ms with 1).
     """
 
     def __init__(self, model_path: str | Path) -> None:
-        torch.set_num_threads(1)
-        self.model = load_expression_model(model_path)
-        with torch.inference_mode():  # oneDNN sets up its kernels on the first calls (~10 ms):
-            for _ in range(3):  # not on a live face, where the adaptive rate would pay for it
-                self.model(torch.zeros(1, 1, SIZE, SIZE).to(memory_format=torch.channels_last))
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(
+            expression_onnx(Path(model_path)), options, providers=["CPUExecutionProvider"]
+        )
+        for _ in range(3):  # kernels set up on the first calls: not on a live face
+            self.probabilities(np.zeros((1, 1, SIZE, SIZE), np.float32))
         self.last_ms = 0.0
+
+    def probabilities(self, faces: np.ndarray) -> np.ndarray:
+        """(B, 1, 64, 64) float32 faces in [-1, 1] -> (B, 7) class probabilities."""
+        return self.session.run(None, {"face": faces})[0]
 
     def __call__(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """(7,) float32 probabilities of the face that `landmarks` outline in `image`."""
         start = time.perf_counter()
-        face = torch.from_numpy(face_crop(image, landmarks))[None, None]
-        with torch.inference_mode():
-            probs = self.model(face.to(memory_format=torch.channels_last))[0].numpy()
+        probs = self.probabilities(face_crop(image, landmarks)[None, None])[0]
         self.last_ms = (time.perf_counter() - start) * 1000
         return probs
 
