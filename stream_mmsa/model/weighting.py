@@ -9,7 +9,10 @@ f_p(x, y) − log mean_k exp f_p(x, y_k) uses a fixed bank of reference targets 
 the batch, so a window's weights never depend on which other windows share its batch.
 The MI values then set (a) the mix of a target's two cross-modal updates and (b) the
 softmax weights over the three streams, through one learned temperature plus
-per-modality and imagined-stream biases.
+per-modality and imagined-stream biases. The temperature starts at 0 (uniform mix and
+weights): the critic is untrained at the first step, so its MI estimates are noise, and
+the temperature grows only as far as they prove useful (on the synthetic ablation,
+starting at 1 left the prompted model behind the no-prompt one; see docs/ablation.md).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class StreamWeighting(nn.Module):
         super().__init__()
         m = len(MODALITIES)
         self.critic = MICritic(len(PAIR_TARGET), d, rank)
-        self.temperature = nn.Parameter(torch.ones(()))
+        self.temperature = nn.Parameter(torch.zeros(()))
         self.modality_bias = nn.Parameter(torch.zeros(m, 1))
         self.imagined_bias = nn.Parameter(torch.zeros(m, 1))
         self.register_buffer("bank", torch.zeros(m, bank_size, d))
