@@ -183,6 +183,12 @@ class ServerConfig(_Section):
         10.0, gt=0, description="seconds without media after which a session is ended"
     )
     max_queue: int = Field(256, ge=1, description="unsent events per /events client")
+    shutdown_grace: float = Field(
+        10.0,
+        gt=0,
+        description="seconds running sessions get at shutdown to send their last events; "
+        "any still running are then cancelled",
+    )
     db: Path = Field(Path("out/events.sqlite"), description="the durable event log (SQLite)")
     tls_cert: Path | None = Field(
         None,

@@ -63,6 +63,8 @@ def serve(tmp: Path, *options: str) -> Iterator[Server]:
     try:
         process.wait(30)
     except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)  # the server prints every thread's stack
+        time.sleep(2)
         process.kill()
-        raise
+        raise AssertionError(f"server did not stop in 30 s:\n{log.read_text()[-6000:]}") from None
     assert process.returncode == 0, log.read_text()[-3000:]

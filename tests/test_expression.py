@@ -4,6 +4,8 @@ real face (and variants of it), the valence rule and the window summary."""
 from __future__ import annotations
 
 import importlib.util
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -92,6 +94,24 @@ def test_port_reproduces_the_keras_model(classifier: ExpressionClassifier) -> No
     np.testing.assert_allclose(port.numpy(), KERAS_OUTPUTS, atol=1e-5)
     # and the ONNX Runtime graph that serves it
     np.testing.assert_allclose(classifier.probabilities(faces), KERAS_OUTPUTS, atol=1e-5)
+
+
+def test_sessions_starting_together_each_get_a_classifier() -> None:
+    """Face workers of sessions that start at once build their classifiers side by side;
+    torch's exporter is not reentrant, so the export is serialised (it once failed one)."""
+    expression._export_onnx.cache_clear()
+    start = threading.Barrier(3)
+
+    def build() -> ExpressionClassifier:
+        start.wait()
+        return ExpressionClassifier(resolve_expression_model())
+
+    with ThreadPoolExecutor(3) as pool:
+        built = [pool.submit(build) for _ in range(3)]
+        faces = np.zeros((1, 1, 64, 64), np.float32)
+        outputs = [future.result().probabilities(faces) for future in built]
+    for output in outputs[1:]:
+        np.testing.assert_array_equal(output, outputs[0])
 
 
 def test_a_file_that_does_not_fit_the_network_is_refused(tmp_path: Path) -> None:

@@ -6,13 +6,15 @@ import asyncio
 
 import numpy as np
 import pytest
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
 
 from stream_mmsa.config import IceServer
 from stream_mmsa.media.frames import AUDIO_RATE, AudioChunk, VideoFrame
 from stream_mmsa.sinks.websocket import Subscription
 from stream_mmsa.transports.webrtc import TrackSource
-from stream_mmsa.transports.webrtc.gateway import rtc_configuration
+from stream_mmsa.transports.webrtc.datachannel import DataChannelSink
+from stream_mmsa.transports.webrtc.gateway import Peer, WebRTCGateway, rtc_configuration
 
 
 class SilentTrack(MediaStreamTrack):
@@ -126,3 +128,28 @@ def test_the_server_side_uses_the_configured_ice_servers() -> None:
         ["turn:turn.example.org:3478"],
     ]
     assert (servers[1].username, servers[1].credential) == ("u", "c")
+
+
+def test_shutdown_cancels_a_session_that_does_not_end(caplog: pytest.LogCaptureFixture) -> None:
+    """A session stuck in its cleanup (e.g. a model thread that never returns) gets
+    `shutdown_grace` seconds, then is cancelled, so the server still stops."""
+
+    class StuckSession:
+        def stop(self, reason: str) -> None:
+            self.reason = reason
+
+    async def check() -> None:
+        gateway = WebRTCGateway(None, [], shutdown_grace=0.2)  # type: ignore[arg-type]
+        source = TrackSource([AudioStreamTrack()], name="stuck")
+        peer = Peer(RTCPeerConnection(), source, StuckSession(), DataChannelSink())  # type: ignore[arg-type]
+        peer.task = asyncio.create_task(asyncio.Event().wait(), name="session-stuck")
+        gateway.peers["stuck"] = peer
+        started = asyncio.get_running_loop().time()
+        await gateway.close()
+        assert asyncio.get_running_loop().time() - started < 5
+        assert peer.task.cancelled()
+        assert peer.session.reason == "server shutting down"
+        await peer.pc.close()
+
+    asyncio.run(check())
+    assert "session-stuck did not end within 0.2 s; cancelled" in caplog.text

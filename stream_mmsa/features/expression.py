@@ -37,6 +37,7 @@ import functools
 import importlib.util
 import io
 import math
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -245,13 +246,23 @@ def valence(probs: np.ndarray) -> np.ndarray:
     return np.clip(probs @ VALENCE, -1.0, 1.0)
 
 
-@functools.lru_cache(maxsize=4)
+_EXPORTING = threading.Lock()
+
+
 def expression_onnx(path: Path) -> bytes:
     """The loaded network as an ONNX model, exported once per process and weights file.
 
-    torch's TorchScript exporter, which needs only the `onnx` package (the newer exporter
-    would add onnxscript); its deprecation notice is silenced because torch is pinned.
+    Sessions start their face workers side by side, and torch's exporter keeps global
+    state (two exports at once fail), hence the lock.
     """
+    with _EXPORTING:
+        return _export_onnx(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _export_onnx(path: Path) -> bytes:
+    """torch's TorchScript exporter, which needs only the `onnx` package (the newer exporter
+    would add onnxscript); its deprecation notice is silenced because torch is pinned."""
     model = load_expression_model(path)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode():

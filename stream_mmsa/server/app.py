@@ -10,6 +10,7 @@ Every error is an HTTP status with a JSON body {"error": code, "message": text}.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import hmac
 import logging
 import os
@@ -183,6 +184,7 @@ def build_app(runtime: Runtime, config: ServerConfig, token: str) -> web.Applica
         idle_timeout=config.idle_timeout,
         max_message_bytes=config.max_message_bytes,
         ice_servers=config.ice_servers,
+        shutdown_grace=config.shutdown_grace,
     )
     metrics.watch(gateway, hub, {"inference": runtime.worker, "text": runtime.text_worker})
     app = web.Application(
@@ -225,7 +227,9 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 
 async def serve(config: Config, token: str, announce: Callable[[str], None] = print) -> None:
-    """Run until SIGINT/SIGTERM; `announce` gets the page's URL once it is listening."""
+    """Run until SIGINT/SIGTERM; `announce` gets the page's URL once it is listening.
+    SIGUSR1 prints every thread's stack to stderr: what a server that hangs is doing."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     tls = tls_context(config.server)  # a bad certificate fails before the models load
     async with Runtime(config.engine) as runtime:
         app = build_app(runtime, config.server, token)

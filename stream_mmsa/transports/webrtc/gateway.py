@@ -116,6 +116,7 @@ class WebRTCGateway:
         idle_timeout: float = 10.0,
         max_message_bytes: int = 4096,
         ice_servers: Sequence[IceServer] = (),
+        shutdown_grace: float = 10.0,
     ) -> None:
         self.runtime = runtime
         self.configuration = rtc_configuration(ice_servers)
@@ -123,6 +124,7 @@ class WebRTCGateway:
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.max_message_bytes = max_message_bytes
+        self.shutdown_grace = shutdown_grace
         self.peers: dict[str, Peer] = {}
         self.outcomes: Counter[str] = Counter()
         self.ended_stats = TrackStats()
@@ -148,11 +150,20 @@ class WebRTCGateway:
         return {"type": "answer", "sdp": peer.pc.localDescription.sdp, "session": peer.session.id}
 
     async def close(self) -> None:
-        """End every session and wait for their cleanup."""
+        """End every session and wait for their cleanup, `shutdown_grace` seconds at most:
+        one stuck session must not keep the server from stopping."""
         for peer in list(self.peers.values()):
             peer.session.stop("server shutting down")
             peer.source.stop("server shutting down")
         tasks = [peer.task for peer in self.peers.values() if peer.task is not None]
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=self.shutdown_grace)
+        for task in stuck:
+            log.warning(
+                "%s did not end within %g s; cancelled", task.get_name(), self.shutdown_grace
+            )
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def stats(self) -> TrackStats:
