@@ -45,6 +45,7 @@ import torch
 from scipy.signal import lfilter
 from tqdm.auto import tqdm
 
+from ..bench.speech import wer
 from ..config import Config, EngineConfig, load_config
 from ..engine import Runtime, Session
 from ..extractors import transcript_config
@@ -429,6 +430,44 @@ def breakdown(
     return lines
 
 
+def recogniser_cost(
+    model: SentimentModel,
+    encoder: TextEncoder,
+    records: Sequence[TextRecord],
+    samples: Sequence[Sample],
+) -> list[str]:
+    """What recognition alone costs: the same model on text only, scoring each utterance's
+    gold transcript and the fullest text the engine recognised for it (its longest window
+    text), with the word error rate of the latter. Partial windows play no part here."""
+    heard: dict[str, str] = {}
+    for sample in samples:
+        utterance = sample.id.rsplit("#", 1)[0]
+        if len(sample.text or "") > len(heard.get(utterance, "")):
+            heard[utterance] = sample.text or ""
+    kept = [r for r in records if r.id in heard]
+    errors = [wer(r.text, heard[r.id]) for r in kept]
+    lines = [
+        "| MOSI valid, one score per utterance, text only | Non0_acc_2 | MAE | WER |",
+        "|---|---|---|---|",
+    ]
+    versions = {
+        "gold transcript": [r.text for r in kept],
+        "recognised": [heard[r.id] for r in kept],
+    }
+    for name, texts in versions.items():
+        as_records = [replace(r, text=t) for r, t in zip(kept, texts, strict=True)]
+        states = encode_records(as_records, encoder)
+        dataset = MultimodalDataset(
+            [Sample(r.id, r.label, {"text": states[r.id].float().numpy()}) for r in as_records],
+            {**dict(model.fusion.config.input_dims), "text": encoder.hidden_size},
+            name,
+        )
+        m = mosi_metrics(*predict(model, make_loader(dataset, 256)))
+        error = "0" if name == "gold transcript" else f"{100 * np.mean(errors):.1f} %"
+        lines.append(f"| {name} | {100 * m['Non0_acc_2']:.1f} | {m['MAE']:.3f} | {error} |")
+    return lines
+
+
 CONDITIONS = {"full model": ([], 0.0), "vision missing": (["vision"], 0.0)}
 CONDITIONS |= {"audio missing": (["audio"], 0.0), "text late": ([], 1.0)}
 """--readme's rows: modalities removed from every window, share of windows with late text."""
@@ -518,8 +557,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     asked = level_metrics(pred, label, valid.samples)
     print(json.dumps(asked, indent=2))
     if args.breakdown:
-        gold = {r.id: r.text for r in config_records(config, "valid")[0]}
+        (records,) = config_records(config, "valid")
+        gold = {r.id: r.text for r in records}
         print("\n".join(breakdown(pred.numpy(), label.numpy(), valid.samples, gold)))
+        print("\n".join(recogniser_cost(model, encoder, records, valid.samples)))
     rows = {}
     if args.readme:  # before any baseline model replaces the encoder
         for name, (drop, late) in CONDITIONS.items():
