@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,31 @@ def decoded(path: str | Path, kind: type) -> list:
             await source.close()
 
     return asyncio.run(collect())
+
+
+def host_speed_ms(repeats: int = 15) -> float:
+    """Median ms of a fixed one-thread workload (float32 matrix products, as the models do).
+
+    The load average misses what these shared virtual machines lose to their neighbours:
+    on one day the same code measured 1.7 and on another 4.6 ms for the fusion model with
+    the load below 1. Measured before and after a run, it also shows a host that drifted.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(384, 384, generator=torch.Generator().manual_seed(0))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            b = a
+            for _ in range(20):
+                b = torch.tanh(b @ a)
+            times.append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(threads)
+    return round(float(np.median(times)), 2)
 
 
 def machine() -> dict:

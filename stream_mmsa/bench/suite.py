@@ -23,12 +23,14 @@ def run_bench(
     """Run the chosen stages; returns every figure with the machine's load."""
     from .acoustic import benchmark_acoustic
     from .asr import bench_asr
+    from .common import host_speed_ms
     from .engine import bench_engine
     from .face import benchmark_face
     from .model import bench_model
     from .sessions import bench_sessions
 
     results: dict[str, object] = {"sample": str(path), "load_before": os.getloadavg()}
+    host_before = host_speed_ms()
     if "model" in stages:
         results["model"] = bench_model(config.model_threads)
     if "face" in stages:
@@ -42,6 +44,7 @@ def run_bench(
     if "sessions" in stages:
         results["sessions"] = bench_sessions(plan or SessionsPlan([1, 4, 8], ["file"]), config)
     results["load_after"] = os.getloadavg()
+    results["host_ms"] = (host_before, host_speed_ms())
     return results
 
 
@@ -128,4 +131,11 @@ def markdown(results: dict) -> str:
         lines.append(sessions_table(results["sessions"]))
     load = results.get("load_before", (0, 0, 0))
     lines.append(f"\nLoad average before the run: {load[0]:.2f} (1 min) on {os.cpu_count()} CPUs.")
+    if "host_ms" in results:
+        before, after = results["host_ms"]
+        lines[-1] += (
+            f" Reference workload (one thread, bench/common.py host_speed_ms) {before:.1f} ms "
+            f"before, {after:.1f} ms after: a slower host scales every figure; compare runs "
+            "by it, not by the load average alone."
+        )
     return "\n".join(lines)
