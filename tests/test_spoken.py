@@ -93,7 +93,7 @@ def test_windows_carry_recognised_text_audio_and_the_label(
     assert [s.id for s in again.samples] == [s.id for s in dataset.samples]
 
 
-def test_breakdown_groups_windows_by_words_and_utterances_by_length() -> None:
+def test_breakdown_groups_windows_by_words_and_utterances_by_length_and_wer() -> None:
     texts = [None, "good", "a very good film", "bad"]
     samples = [Sample(f"u{i // 2}#{i}", 1.0, {}, t) for i, t in enumerate(texts)]
     pred = np.array([-1.0, 1.0, 2.0, -0.5])
@@ -105,3 +105,6 @@ def test_breakdown_groups_windows_by_words_and_utterances_by_length() -> None:
     assert "| windows, 3-5 words | 1 | 100.0 | 1.000 |" in lines
     assert "| utterances, 0-10 words | 1 | 0.0 | 1.000 |" in lines  # mean of -1 and 1
     assert "| utterances, 11+ words | 1 | 100.0 | 0.250 |" in lines
+    # u0's fullest recognised text is its gold one; u1's shares no word with it
+    assert "| utterances recognised with WER ≤ 20 % | 1 | 0.0 | 1.000 |" in lines
+    assert "| utterances recognised with WER > 20 % | 1 | 100.0 | 0.250 |" in lines

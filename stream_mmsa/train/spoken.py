@@ -407,27 +407,45 @@ def breakdown(
     pred: np.ndarray, label: np.ndarray, samples: Sequence[Sample], gold: dict[str, str]
 ) -> list[str]:
     """Where the errors are: accuracy and MAE per window by the words its text holds, and
-    per utterance (mean of its windows) by its gold transcript's length."""
+    per utterance (mean of its windows) by its gold transcript's length and by how well it
+    was recognised (the word error rate of its fullest recognised text)."""
 
-    def row(kind: str, low: int, high: int, picked: np.ndarray, p: np.ndarray, y: np.ndarray):
+    def row(kind: str, picked: np.ndarray, p: np.ndarray, y: np.ndarray) -> str:
         nonzero = picked & (y != 0)
         acc = 100 * np.mean((p[nonzero] > 0) == (y[nonzero] > 0)) if nonzero.any() else np.nan
         mae = np.abs(p[picked] - y[picked]).mean() if picked.any() else np.nan
-        span = f"{low}+" if high >= 10**6 else f"{low}" if low == high else f"{low}-{high}"
-        return f"| {kind}, {span} words | {int(picked.sum())} | {acc:.1f} | {mae:.3f} |"
+        return f"| {kind} | {int(picked.sum())} | {acc:.1f} | {mae:.3f} |"
+
+    def words_span(low: int, high: int) -> str:
+        return f"{low}+" if high >= 10**6 else f"{low}" if low == high else f"{low}-{high}"
 
     lines = ["| MOSI valid, spoken | count | Non0_acc_2 | MAE |", "|---|---|---|---|"]
     words = np.array([len((s.text or "").split()) for s in samples])
     for low, high in WORD_BINS:
-        lines.append(row("windows", low, high, (words >= low) & (words <= high), pred, label))
+        picked = (words >= low) & (words <= high)
+        lines.append(row(f"windows, {words_span(low, high)} words", picked, pred, label))
     groups = utterances(samples)
     utt_pred = np.array([pred[g].mean() for g in groups.values()])
     utt_label = np.array([label[g[0]] for g in groups.values()])
     length = np.array([len(gold[u].split()) for u in groups])
     for low, high in ((0, 10), (11, 10**6)):
         picked = (length >= low) & (length <= high)
-        lines.append(row("utterances", low, high, picked, utt_pred, utt_label))
+        lines.append(row(f"utterances, {words_span(low, high)} words", picked, utt_pred, utt_label))
+    heard = fullest_text(samples)
+    error = np.array([wer(gold[u], heard.get(u, "")) for u in groups])
+    for name, picked in (("WER ≤ 20 %", error <= 0.2), ("WER > 20 %", error > 0.2)):
+        lines.append(row(f"utterances recognised with {name}", picked, utt_pred, utt_label))
     return lines
+
+
+def fullest_text(samples: Sequence[Sample]) -> dict[str, str]:
+    """Each utterance's longest window text: the most of it the engine recognised."""
+    heard: dict[str, str] = {}
+    for sample in samples:
+        utterance = sample.id.rsplit("#", 1)[0]
+        if len(sample.text or "") > len(heard.get(utterance, "")):
+            heard[utterance] = sample.text or ""
+    return heard
 
 
 def recogniser_cost(
@@ -439,11 +457,7 @@ def recogniser_cost(
     """What recognition alone costs: the same model on text only, scoring each utterance's
     gold transcript and the fullest text the engine recognised for it (its longest window
     text), with the word error rate of the latter. Partial windows play no part here."""
-    heard: dict[str, str] = {}
-    for sample in samples:
-        utterance = sample.id.rsplit("#", 1)[0]
-        if len(sample.text or "") > len(heard.get(utterance, "")):
-            heard[utterance] = sample.text or ""
+    heard = fullest_text(samples)
     kept = [r for r in records if r.id in heard]
     errors = [wer(r.text, heard[r.id]) for r in kept]
     lines = [
