@@ -96,10 +96,13 @@ def test_port_reproduces_the_keras_model(classifier: ExpressionClassifier) -> No
     np.testing.assert_allclose(classifier.probabilities(faces), KERAS_OUTPUTS, atol=1e-5)
 
 
-def test_sessions_starting_together_each_get_a_classifier() -> None:
+def test_sessions_starting_together_each_get_a_classifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Face workers of sessions that start at once build their classifiers side by side;
     torch's exporter is not reentrant, so the export is serialised (it once failed one)."""
-    expression._export_onnx.cache_clear()
+    monkeypatch.setenv("STREAM_MMSA_CACHE", str(tmp_path))  # nothing exported yet
+    expression._cached_onnx.cache_clear()
     start = threading.Barrier(3)
 
     def build() -> ExpressionClassifier:
@@ -112,6 +115,24 @@ def test_sessions_starting_together_each_get_a_classifier() -> None:
         outputs = [future.result().probabilities(faces) for future in built]
     for output in outputs[1:]:
         np.testing.assert_array_equal(output, outputs[0])
+
+
+def test_the_export_is_kept_and_read_back_by_later_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAM_MMSA_CACHE", str(tmp_path))
+    weights = Path(resolve_expression_model())
+    expression._cached_onnx.cache_clear()
+    first = expression.expression_onnx(weights)
+    assert [p.suffix for p in (tmp_path / "expression").iterdir()] == [".onnx"]
+
+    def no_export(path: Path) -> bytes:
+        raise AssertionError("exported again")
+
+    expression._cached_onnx.cache_clear()  # as a new process
+    monkeypatch.setattr(expression, "_export_onnx", no_export)
+    assert expression.expression_onnx(weights) == first
+    expression._cached_onnx.cache_clear()
 
 
 def test_a_file_that_does_not_fit_the_network_is_refused(tmp_path: Path) -> None:

@@ -34,9 +34,11 @@ say. A sure smile reads +1, a sure frown −1, a face split evenly between happy
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import io
 import math
+import os
 import threading
 import time
 import warnings
@@ -250,16 +252,31 @@ _EXPORTING = threading.Lock()
 
 
 def expression_onnx(path: Path) -> bytes:
-    """The loaded network as an ONNX model, exported once per process and weights file.
+    """The loaded network as an ONNX model: exported once per machine, weights file and
+    torch version (1.7 s here), kept under the cache root, read from there afterwards.
 
     Sessions start their face workers side by side, and torch's exporter keeps global
-    state (two exports at once fail), hence the lock.
+    state (two exports at once fail), hence the lock; processes that export at the same
+    moment each write the same bytes, atomically.
     """
     with _EXPORTING:
-        return _export_onnx(path)
+        return _cached_onnx(path)
 
 
 @functools.lru_cache(maxsize=4)
+def _cached_onnx(path: Path) -> bytes:
+    key = hashlib.sha256(path.read_bytes() + torch.__version__.encode()).hexdigest()[:16]
+    cached = cache_root() / "expression" / f"{key}.onnx"
+    if cached.is_file():
+        return cached.read_bytes()
+    model = _export_onnx(path)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(model)
+    partial.replace(cached)
+    return model
+
+
 def _export_onnx(path: Path) -> bytes:
     """torch's TorchScript exporter, which needs only the `onnx` package (the newer exporter
     would add onnxscript); its deprecation notice is silenced because torch is pinned."""
