@@ -64,6 +64,11 @@ class DataConfig(_Section):
         description="spoken: label.csv files whose train rows join as text-only samples "
         "(gold transcripts, whole utterances)",
     )
+    text_repeats: list[int] = Field(
+        default_factory=list,
+        description="spoken: times each text path is seen per epoch (default 1): MOSI is 13x "
+        "smaller than MOSEI but is the target domain",
+    )
     synthetic_sizes: tuple[int, int, int] = (3000, 600, 1200)
 
     @model_validator(mode="after")
@@ -74,8 +79,10 @@ class DataConfig(_Section):
             raise ValueError("data.train_repeats needs one count per entry of data.train_paths")
         if self.max_rows and len(self.max_rows) != len(self.train_paths):
             raise ValueError("data.max_rows needs one count per entry of data.train_paths")
-        if any(r < 1 for r in self.train_repeats):
-            raise ValueError("data.train_repeats must be positive")
+        if self.text_repeats and len(self.text_repeats) != len(self.text_paths):
+            raise ValueError("data.text_repeats needs one count per entry of data.text_paths")
+        if any(r < 1 for r in [*self.train_repeats, *self.text_repeats]):
+            raise ValueError("data.train_repeats and data.text_repeats must be positive")
         return self
 
 

@@ -336,7 +336,7 @@ def spoken_splits(
     config: Config, encoder: TextEncoder
 ) -> tuple[MultimodalDataset, MultimodalDataset]:
     """(train, valid) for data.kind=spoken: train paths repeated as data.train_repeats says,
-    plus data.text_paths' gold transcripts as text-only samples."""
+    plus data.text_paths' gold transcripts as text-only samples (as data.text_repeats says)."""
     data, dims = config.data, dict(config.model.input_dims)
     per_path = config_records(config, "train")
     repeats = data.train_repeats or [1] * len(per_path)
@@ -355,7 +355,7 @@ def spoken_splits(
         late=data.late_text,
     )
     if data.text_paths:
-        gold = text_dataset(data.text_paths, "train", encoder, dims)
+        gold = text_dataset(data.text_paths, "train", encoder, dims, data.text_repeats or None)
         train = MultimodalDataset(
             train.samples + gold.samples, train.dims, f"{train.name}+{gold.name}"
         )
