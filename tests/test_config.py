@@ -46,7 +46,7 @@ def test_real_data_needs_paths(tmp_path: Path) -> None:
 def test_text_repeats_need_one_positive_count_per_text_path() -> None:
     base = ["data.kind=spoken", "data.train_paths=[a.csv]", "data.text_paths=[a.csv, b.csv]"]
     assert load_config(None, [*base, "data.text_repeats=[4, 1]"]).data.text_repeats == [4, 1]
-    with pytest.raises(ConfigError, match="one count per entry of data.text_paths"):
+    with pytest.raises(ConfigError, match=r"one count per entry of data\.text_paths"):
         load_config(None, [*base, "data.text_repeats=[4]"])
     with pytest.raises(ConfigError, match="must be positive"):
         load_config(None, [*base, "data.text_repeats=[0, 1]"])
