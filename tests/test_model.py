@@ -23,6 +23,7 @@ from stream_mmsa.model.evaluator import (
     gate_decisions,
     score_decisions,
     search_thresholds,
+    subset_index,
 )
 from stream_mmsa.model.fusion import FusionModel
 from stream_mmsa.model.prompts import N_PATTERNS
@@ -239,11 +240,20 @@ def test_a_seed_ensemble_averages_its_members_and_survives_a_checkpoint(tmp_path
     ensemble = SentimentModel(members[0], None, members[1:]).eval()
     batch = batch_with(PATTERNS)
     with torch.inference_mode():
-        outs = [m(batch) for m in members]
+        decided = members[0](batch)
+        # The first model decides for all: the others imagine what it imagines.
+        outs = [decided, *(m.run(batch, imagine_mask=decided.imagined) for m in members[1:])]
+        alone = [m(batch) for m in members[1:]]
         out = ensemble(batch)
+    assert decided.imagined.any() and not any(o.imagined.any() for o in alone)
+    assert torch.equal(out.imagined, decided.imagined)
     assert torch.allclose(out.score, torch.stack([o.score for o in outs]).mean(0))
-    assert torch.allclose(out.gain, torch.stack([o.gain for o in outs]).mean(0))
-    assert outs[0].imagined.any() and not out.imagined.any()  # one vote in three
+    assert not torch.allclose(out.score, torch.stack([o.score for o in [decided, *alone]]).mean(0))
+    assert torch.equal(out.gain, decided.gain)
+    with torch.inference_mode():  # scored decisions are the ensemble's averaged scores
+        data = score_decisions(members[0], [(complete_of(batch), batch)], members[1:])
+    served = data.pred.gather(1, subset_index(decided.imagined & data.missing)[:, None])
+    assert torch.allclose(served.squeeze(1), out.score, atol=1e-5)
     path = tmp_path / "ensemble.pt"
     save_sentiment_model(path, ensemble, {"card": "two seeds"})
     loaded, extra = load_sentiment_model(path)

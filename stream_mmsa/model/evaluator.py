@@ -17,7 +17,7 @@ score is therefore a log-odds that imagining lowers the error (> 0: imagine).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -221,13 +221,21 @@ def _cat_decisions(parts: list[Decisions]) -> Decisions:
 
 @torch.inference_mode()
 def score_decisions(
-    model: FusionModel, pairs: Iterable[tuple[MultimodalBatch, MultimodalBatch]]
+    model: FusionModel,
+    pairs: Iterable[tuple[MultimodalBatch, MultimodalBatch]],
+    members: Sequence[FusionModel] = (),
 ) -> Decisions:
     """Score (complete, missing) batch pairs of the same labelled samples under all 8
     decisions. Batches must already be in the fusion model's input space (text top applied).
+
+    With `members` (a seed ensemble whose first model is `model`), scores are the models'
+    average, as the ensemble serves them; the evaluator's inputs are `model`'s, the one
+    that decides for all.
     """
-    was_training = model.training
-    model.eval()
+    fusions = [model, *members]
+    was_training = [f.training for f in fusions]
+    for f in fusions:
+        f.eval()
     device = model.tau.device
     parts = []
     for complete, missing in pairs:
@@ -235,9 +243,11 @@ def score_decisions(
             raise ValueError("score_decisions needs labelled batches")
         complete, missing = complete.to(device), missing.to(device)
         n = missing.batch_size
-        teacher = model(complete, imagine="never").score
+        teacher = torch.stack([f(complete, imagine="never").score for f in fusions]).mean(0)
         masks = SUBSETS.to(device).repeat_interleave(n, 0)
-        pred = model.run(repeat_batch(missing, 8), imagine_mask=masks).score.view(8, n).T
+        repeated = repeat_batch(missing, 8)
+        scores = [f.run(repeated, imagine_mask=masks).score for f in fusions]
+        pred = torch.stack(scores).mean(0).view(8, n).T
         inputs = model.evaluator_inputs(missing)
         parts.append(
             Decisions(
@@ -249,7 +259,8 @@ def score_decisions(
                 list(missing.ids or [""] * n),
             )
         )
-    model.train(was_training)
+    for f, mode in zip(fusions, was_training, strict=True):
+        f.train(mode)
     if not parts:
         raise ValueError("score_decisions got no batches")
     return _cat_decisions(parts)

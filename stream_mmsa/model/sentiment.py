@@ -27,9 +27,10 @@ from .types import FusionOutput, MultimodalBatch
 class SentimentModel(nn.Module):
     """fusion(text_top(batch)); with no text top the batch goes to the fusion model as is.
 
-    `members`: further fusion models of the same shape (a seed ensemble). Each scores the
-    batch on its own; scores, confidences, weights and gains are averaged, and a missing
-    modality counts as imagined where at least half of the models imagined it. `fusion`
+    `members`: further fusion models of the same shape (a seed ensemble). The first model's
+    evaluator decides which missing modalities to imagine and every member follows that
+    decision, so an ensemble decides once and its evaluator can be fitted on the averaged
+    predictions (train/late_text.py); scores, confidences and weights are averaged. `fusion`
     (the first model) gives the shape; an ensemble is assembled from trained models and
     is never trained as one.
     """
@@ -66,18 +67,18 @@ class SentimentModel(nn.Module):
         batch = self.prepare(batch)
         if not self.members:
             return self.fusion(batch, imagine=imagine)
-        outs = [f(batch, imagine=imagine) for f in self.fusions]
+        first = self.fusion(batch, imagine=imagine)
+        outs = [first, *(f.run(batch, imagine_mask=first.imagined) for f in self.members)]
 
         def mean(name: str) -> torch.Tensor:
             return torch.stack([getattr(o, name) for o in outs]).mean(0)
 
-        votes = torch.stack([o.imagined.float() for o in outs]).mean(0)
         return FusionOutput(
             score=mean("score"),
             confidence=mean("confidence"),
             weights=mean("weights"),
-            gain=mean("gain"),
-            imagined=votes >= 0.5,
+            gain=first.gain,
+            imagined=first.imagined,
         )
 
     def training_losses(

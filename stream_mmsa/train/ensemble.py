@@ -1,4 +1,4 @@
-"""Ship the k-fold recipe: the text model on all of MOSI train+valid, seeds averaged.
+"""Seed ensembles: ship the text k-fold recipe, or assemble trained engine checkpoints.
 
 Why: k-fold by video (kfold.py) measures the recipe on clips it never saw and found two
 seeds' average better than one (README, `text-kfold`). Shipping that recipe unchanged
@@ -8,6 +8,10 @@ model. MOSI valid is training data then: a figure on it measures nothing.
 
     python -m stream_mmsa.train.ensemble --seeds 1111,1112 --set train.threads=1 \\
         --kfold-tag text-mosi-mosei+seed1112 --out stream_mmsa/checkpoints/text-mosi-mosei.pt
+
+Spoken-engine models take ~20 min each and come from `stream-mmsa train` one seed at a
+time, so their ensemble is assembled from the trained checkpoints (`--members`): the
+same recipe, seeds differing, measured together on the windows each was selected on.
 """
 
 from __future__ import annotations
@@ -97,6 +101,64 @@ def card(
     return "\n".join(lines) + "\n"
 
 
+def assemble(paths: Sequence[Path], command: str) -> tuple[SentimentModel, dict]:
+    """The spoken-engine checkpoints at `paths` as one ensemble (the first decides what to
+    imagine), and its saved extra with a card written from the members' and new figures."""
+    from .run import load_for_eval
+    from .spoken import valid_split, window_and_utterance_metrics
+
+    loaded = [load_for_eval(path) for path in paths]
+    (first, extra, encoder), rest = loaded[0], loaded[1:]
+    recipes = [{k: v for k, v in e["config"].items() if k != "seed"} for _, e, _ in loaded]
+    if any(recipe != recipes[0] for recipe in recipes):
+        raise ValueError("ensemble members must be trained alike (configs differ beyond the seed)")
+    config = Config.model_validate(extra["config"])
+    if config.data.kind != "spoken" or any(m.members or m.text_top for m, _, _ in loaded):
+        raise ValueError(
+            "--members assembles single spoken-engine checkpoints with no trained text layers"
+        )
+    model = SentimentModel(first.fusion, None, [m.fusion for m, _, _ in rest]).eval()
+    dims = dict(first.fusion.config.input_dims)
+    levels = window_and_utterance_metrics(model, valid_split(config, encoder, dims))
+    seeds = [e["config"]["seed"] for _, e, _ in loaded]
+    cards = [e["model_card"] for _, e, _ in loaded]
+    text = assembled_card(config, seeds, paths, cards, levels, command)
+    return model, {**extra, "seeds": seeds, "model_card": text}
+
+
+def assembled_card(
+    config: Config,
+    seeds: Sequence[int],
+    paths: Sequence[Path],
+    cards: Sequence[str],
+    levels: dict[str, dict[str, float]],
+    command: str,
+) -> str:
+    """The first member's card with the ensemble's own figures in place of its one model's."""
+    own = ("# ", "- Trained", "- Validation")
+
+    def trained(card: str) -> str:
+        return next(x for x in card.splitlines() if x.startswith("- Trained"))[2:]
+
+    lines = [
+        f"# Model card: {config.name}",
+        "",
+        f"- A seed ensemble of {len(cards)} models trained alike (seeds "
+        f"{', '.join(map(str, seeds))}): scores averaged; the first model's evaluator decides "
+        "what a window imagines and the others follow. Assembled "
+        f"{datetime.now(UTC):%Y-%m-%d} from commit {git_commit()} by `{command}`.",
+        "- Members:",
+        *(f"  - {p.name}: {trained(card)}" for p, card in zip(paths, cards, strict=True)),
+        *(
+            f"- Validation per {level} ({v['count']:.0f}, spoken MOSI valid, the ensemble; each "
+            "member's epoch was selected on these windows): " + figures(v)
+            for level, v in levels.items()
+        ),
+        *(x for x in cards[0].splitlines()[1:] if x and not x.startswith(own)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("configs/text.yaml"))
@@ -105,10 +167,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides"
     )
     parser.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
+    parser.add_argument(
+        "--members", type=Path, nargs="+", help="assemble these trained engine checkpoints"
+    )
     parser.add_argument("--kfold-out", type=Path, default=Path("runs/kfold"))
     parser.add_argument("--kfold-tag", help="the k-fold runs of this recipe, e.g. a+b")
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.members:
+        members = " ".join(p.as_posix() for p in args.members)
+        command = f"python -m stream_mmsa.train.ensemble --members {members} --out {args.out}"
+        model, extra = assemble(args.members, command)
+        save_sentiment_model(args.out, model, extra)
+        args.out.with_suffix(".md").write_text(extra["model_card"])
+        print(extra["model_card"])
+        return
     config = load_config(args.config, args.set)
     torch.set_num_threads(config.train.threads)
     seeds = [int(s) for s in args.seeds.split(",")]

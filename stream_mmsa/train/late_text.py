@@ -165,7 +165,7 @@ def score_pairs(
                 for batch in (complete, late)
             ]
             batches += [(model.prepare(complete), model.prepare(v)) for v in variants]
-    return score_decisions(model.fusion, batches)
+    return score_decisions(model.fusion, batches, model.members)
 
 
 def _halves(videos: list[str], seed: int) -> tuple[set[str], set[str]]:

@@ -146,11 +146,15 @@ def model_card(
             lines.append(
                 f"- Validation per {level} ({v['count']:.0f}, spoken MOSI valid): " + figures(v)
             )
-        gold = ", ".join(f"{p.parent.name} train" for p in config.data.text_paths) or "none"
+        repeats = config.data.text_repeats or [1] * len(config.data.text_paths)
+        gold = ", ".join(
+            f"{p.parent.name} train" + (f" ×{n}" if n > 1 else "")
+            for p, n in zip(config.data.text_paths, repeats, strict=True)
+        )
         lines += [
-            *SPOKEN_LIMITS[:5],
-            f"    Gold (human) transcripts as text-only samples: {gold}.",
-            *SPOKEN_LIMITS[5:],
+            *SPOKEN_LIMITS[:6],
+            f"    Gold (human) transcripts as text-only samples: {gold or 'none'}.",
+            *SPOKEN_LIMITS[6:],
             *gate_lines(result.model.fusion.tau),
         ]
     if present:

@@ -359,15 +359,30 @@ def spoken_splits(
         train = MultimodalDataset(
             train.samples + gold.samples, train.dims, f"{train.name}+{gold.name}"
         )
-    valid = spoken_dataset(
-        valid_records,
+    return train, valid_split(config, encoder, dims)
+
+
+def valid_split(
+    config: Config,
+    encoder: TextEncoder,
+    dims: dict[str, int],
+    *,
+    late: float = 0.0,
+    voices: str = "varied",
+) -> MultimodalDataset:
+    """The spoken validation windows training selects on (`spoken_dataset`, seed + 1)."""
+    (records,) = config_records(config, "valid")
+    path = config.data.valid_path or config.data.train_paths[0]
+    return spoken_dataset(
+        records,
         encoder,
         dims,
         config.engine,
-        name=f"{(data.valid_path or data.train_paths[0]).parent.name}:valid (spoken)",
+        name=f"{path.parent.name}:valid (spoken)",
         seed=config.seed + 1,
+        late=late,
+        voices=voices,
     )
-    return train, valid
 
 
 def utterances(samples: Sequence[Sample]) -> dict[str, list[int]]:
@@ -549,17 +564,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dims = dict(model.fusion.config.input_dims)
 
     def valid_windows(config: Config, drop: Sequence[str] = args.drop, late: bool = args.late):
-        (records,) = config_records(config, "valid")
-        valid = spoken_dataset(
-            records,
-            encoder,
-            dims,
-            config.engine,
-            name="valid",
-            seed=config.seed + 1,
-            late=float(late),
-            voices=args.voice,
-        )
+        valid = valid_split(config, encoder, dims, late=float(late), voices=args.voice)
         for sample in valid.samples:
             for modality in drop:
                 sample.features.pop(modality, None)
