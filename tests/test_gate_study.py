@@ -25,7 +25,7 @@ from stream_mmsa.model.evaluator import (
 )
 from stream_mmsa.model.prompts import N_PATTERNS
 from stream_mmsa.model.types import QUALITY_SIGNALS
-from stream_mmsa.train.ablation import _pairs
+from stream_mmsa.train.ablation import _pairs, verdict
 from stream_mmsa.train.gate_study import Judged, auroc, bootstrap, fit_plain, judge, spearman
 from stream_mmsa.train.protocols import ModalityPattern
 from stream_mmsa.train.run import build_model
@@ -120,3 +120,12 @@ def test_fit_evaluator_learns_a_rule_from_a_quality_signal() -> None:
     assert float((gate[:, 0] == continues).float().mean()) > 0.9
     fixed = min(test.errors(test.missing).mean(), test.errors(~test.missing).mean())
     assert test.errors(gate).mean() < fixed
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "says"),
+    [(-0.04, -0.01, "beats"), (-0.01, 0.02, "does not beat"), (0.01, 0.05, "is worse than")],
+)
+def test_the_verdict_reads_the_interval_on_both_sides(low: float, high: float, says: str) -> None:
+    row = {"difference": (low + high) / 2, "ci95_low": low, "ci95_high": high}
+    assert f"The gate {says} the better fixed policy" in verdict({"gate - fixed": row})

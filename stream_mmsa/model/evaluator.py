@@ -114,11 +114,24 @@ def _abs_errors(pred: Tensor, label: Tensor, gain: Tensor, missing: Tensor, tau:
     return (chosen - label).abs().double()
 
 
+def _standard_error(diff: Tensor, groups: Tensor) -> float:
+    """Standard error of diff's mean, counted over groups (clustered): the windows of one
+    utterance share its label, so they are not independent evidence. One group per
+    sample gives the usual std / sqrt(n); fewer than two groups give 0 (no estimate)."""
+    _, index = groups.unique(return_inverse=True)
+    g = int(index.max()) + 1 if index.numel() else 0
+    if g < 2:
+        return 0.0
+    sums = torch.zeros(g, dtype=diff.dtype).index_add_(0, index, diff - diff.mean())
+    return math.sqrt(g / (g - 1) * float((sums**2).sum())) / diff.numel()
+
+
 def _calibrate_pattern(
     pred: Tensor,
     label: Tensor,
     gain: Tensor,
     missing: Tensor,
+    groups: Tensor,
     levels: Tensor,
     rounds: int,
     min_z: float,
@@ -128,8 +141,8 @@ def _calibrate_pattern(
     Starts from the better of always (−inf) and never (+inf) imagine, so on these samples
     it is never worse than either. Any other τ_m (±inf, 0 or a quantile of the predicted
     gains) must beat the incumbent by a paired improvement of at least min_z standard
-    errors: when the gains carry little signal, a threshold that wins on validation by
-    chance would only add noise on new data.
+    errors, counted over `groups` (`_standard_error`): when the gains carry little signal,
+    a threshold that wins on validation by chance would only add noise on new data.
     """
     cols = missing.any(0)
     policies = {
@@ -149,8 +162,7 @@ def _calibrate_pattern(
                 err = _abs_errors(pred, label, gain, missing, trial)
                 diff = best - err
                 mean = float(diff.mean())
-                se = float(diff.std()) / math.sqrt(diff.numel()) if diff.numel() > 1 else 0.0
-                if mean > 1e-9 and mean >= min_z * se:
+                if mean > 1e-9 and mean >= min_z * _standard_error(diff, groups):
                     best, tau, improved = err, trial, True
         if not improved:
             break
@@ -188,6 +200,13 @@ class Decisions:
         """(N,) |error| when exactly the modalities in imagined (N, 3) are imagined."""
         chosen = self.pred.gather(1, subset_index(imagined & self.missing)[:, None]).squeeze(1)
         return (chosen - self.label).abs()
+
+    def groups(self) -> Tensor:
+        """(N,) group index per sample: what its id names before "#" (one utterance's
+        windows), so near-duplicate windows count as one piece of evidence."""
+        names = [i.split("#", 1)[0] for i in self.ids]
+        index = {name: k for k, name in enumerate(dict.fromkeys(names))}
+        return torch.tensor([index[name] for name in names], dtype=torch.long)
 
     def stop_split(self, seed: int, share: float = 0.2) -> tuple[Tensor, Tensor]:
         """(train, stop) bool masks: a seeded `share` of the groups held out for early
@@ -371,7 +390,9 @@ def fit_evaluator(
         gain = fresh(fit.inputs)
     old.load_state_dict(fresh.state_dict())
     tau = model.tau.detach().float().cpu()
-    calibration = search_thresholds(fit.pred, fit.label, gain, fit.missing, tau, min_z=min_z)
+    calibration = search_thresholds(
+        fit.pred, fit.label, gain, fit.missing, tau, min_z=min_z, groups=fit.groups()
+    )
     model.tau.copy_(torch.tensor(calibration.tau).to(model.tau))
     return EvaluatorFit(target, len(fit.label), steps, start, end, calibration)
 
@@ -401,12 +422,16 @@ def search_thresholds(
     candidates: int = 41,
     rounds: int = 4,
     min_z: float = 2.0,
+    groups: Tensor | None = None,
 ) -> ThresholdCalibration:
     """τ per availability pattern from scored samples (see `_calibrate_pattern`).
 
     pred (N, 8) score per imagined subset (bit j = modality j), label (N,), gain (N, 3),
-    missing (N, 3) bool, tau (N_PATTERNS, 3) the current rows, kept for absent patterns.
+    missing (N, 3) bool, tau (N_PATTERNS, 3) the current rows, kept for absent patterns;
+    groups (N,) samples that are one piece of evidence (default: each sample alone).
     """
+    if groups is None:
+        groups = torch.arange(label.numel())
     pattern = pattern_index(~missing)
     levels = torch.linspace(0.0, 1.0, candidates)
     tau = tau.clone()
@@ -414,7 +439,7 @@ def search_thresholds(
     for p in pattern.unique().tolist():
         rows = pattern == p
         tau[p], errors = _calibrate_pattern(
-            pred[rows], label[rows], gain[rows], missing[rows], levels, rounds, min_z
+            pred[rows], label[rows], gain[rows], missing[rows], groups[rows], levels, rounds, min_z
         )
         per_pattern[p] = errors | {"samples": int(rows.sum())}
     total = label.numel()

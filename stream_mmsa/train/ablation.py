@@ -193,9 +193,15 @@ def verdict(intervals: dict) -> str:
             f"The gate beats the better fixed policy by {-row['difference']:.3f} MAE; "
             "the 95 % interval excludes 0."
         )
+    interval = f"[{row['ci95_low']:+.3f}, {row['ci95_high']:+.3f}]"
+    if row["ci95_low"] > 0:
+        return (
+            f"The gate is worse than the better fixed policy by {row['difference']:.3f} MAE "
+            f"(interval {interval} excludes 0)."
+        )
     return (
         f"The gate does not beat the better fixed policy (difference {row['difference']:+.3f}, "
-        f"interval [{row['ci95_low']:+.3f}, {row['ci95_high']:+.3f}] includes 0)."
+        f"interval {interval} includes 0)."
     )
 
 
