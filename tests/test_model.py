@@ -449,7 +449,7 @@ def test_cuda_matches_cpu(model: FusionModel) -> None:
 
 
 def test_windows_of_one_utterance_count_as_one_piece_of_evidence() -> None:
-    """The noise case with each sample repeated as 20 windows of its utterance: counted
+    """The noise case with each sample repeated as 8 windows of its utterance: counted
     window by window the repeats make a chance threshold look significant; counted over
     utterances (groups) the guard keeps a uniform policy, as it does for the samples alone."""
     tau0 = torch.zeros(N_PATTERNS, 3)
@@ -457,9 +457,9 @@ def test_windows_of_one_utterance_count_as_one_piece_of_evidence() -> None:
     assert alone.per_pattern[3]["calibrated"] == min(
         alone.per_pattern[3][k] for k in ("always", "never")
     )
-    windows = [x.repeat_interleave(20, 0) for x in _one_pattern_case(informative=False, n=200)]
+    windows = [x.repeat_interleave(8, 0) for x in _one_pattern_case(informative=False, n=200)]
     naive = search_thresholds(*windows, tau0).per_pattern[3]
     assert naive["calibrated"] < min(naive["always"], naive["never"])
-    groups = torch.arange(200).repeat_interleave(20)
+    groups = torch.arange(200).repeat_interleave(8)
     clustered = search_thresholds(*windows, tau0, groups=groups).per_pattern[3]
     assert clustered["calibrated"] == min(clustered["always"], clustered["never"])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -141,11 +140,9 @@ def _calibrate_pattern(
 
     Starts from the better of always (−inf) and never (+inf) imagine, so on these samples
     it is never worse than either. Any other τ_m (±inf, 0 or a quantile of the predicted
-    gains) must beat the incumbent by a paired improvement significant at min_z's level
-    after a Bonferroni correction for the candidates it was picked from (min_z 2: one-sided
-    2.3 %, so ~3.3 standard errors for 44 candidates), counted over `groups`
-    (`_standard_error`): when the gains carry little signal, the best of many thresholds
-    wins on validation by chance and would only add noise on new data.
+    gains) must beat the incumbent by a paired improvement of at least min_z standard
+    errors, counted over `groups` (`_standard_error`): when the gains carry little signal,
+    a threshold that wins on validation by chance would only add noise on new data.
     """
     cols = missing.any(0)
     policies = {
@@ -156,8 +153,6 @@ def _calibrate_pattern(
     errors = {k: _abs_errors(pred, label, gain, missing, t) for k, t in policies.items()}
     name = min(("never", "always"), key=lambda k: float(errors[k].mean()))
     tau, best = policies[name].clone(), errors[name]
-    tail = NormalDist().cdf(-min_z) / (3 + len(levels))
-    z = NormalDist().inv_cdf(1 - tail) if min_z > 0 else min_z
     for _ in range(rounds):
         improved = False
         for j in torch.nonzero(cols).flatten().tolist():
@@ -167,7 +162,7 @@ def _calibrate_pattern(
                 err = _abs_errors(pred, label, gain, missing, trial)
                 diff = best - err
                 mean = float(diff.mean())
-                if mean > 1e-9 and mean >= z * _standard_error(diff, groups):
+                if mean > 1e-9 and mean >= min_z * _standard_error(diff, groups):
                     best, tau, improved = err, trial, True
         if not improved:
             break
@@ -340,7 +335,6 @@ def fit_evaluator(
     lr: float = 3e-3,
     seed: int = 0,
     min_z: float = 2.0,
-    folds: int = 3,
 ) -> EvaluatorFit:
     """Train a fresh evaluator on held-out `data` scored by the frozen `model`, then its τ.
 
@@ -349,13 +343,9 @@ def fit_evaluator(
     fixed budget of `steps`; what keeps it from memorising is its capacity and the decay
     of its feature read (`MissingModalityEvaluator`, `FEATURE_DECAY`). Its output layers
     start at zero: a score of 0 is "no evidence either way", so every step moves it from
-    indifference rather than from a random rule.
-
-    τ per pattern then comes from `search_thresholds` on the labels, never worse on `data`
-    than always or never imagine, and on out-of-fold scores: each group's (utterance's)
-    score from an evaluator fitted on the other `folds` − 1 parts. Scores of the samples an
-    evaluator was fitted on agree with their realised gains by construction, so a
-    threshold on them looks significant where the evaluator has learnt nothing.
+    indifference rather than from a random rule. τ per pattern then comes from
+    `search_thresholds` on the labels: per pattern never worse on `data` than always or
+    never imagine.
 
     No early stopping: a held-out share of the groups is too few utterances to choose a
     step by (on spoken MOSI one half holds ~115, so 20 % is ~23), and the minimum of a
@@ -368,36 +358,9 @@ def fit_evaluator(
     fit = data.rows(rows)
     y = fit.label if target == "label" else fit.teacher
     error = (fit.pred - y[:, None]).abs()
-    old = model.evaluator
-    shape = (old.recalled.in_features, old.rule[0].out_features)
-    groups = fit.groups()
-    fold = torch.randperm(int(groups.max()) + 1, generator=torch.Generator().manual_seed(seed))
-    fold = (fold % folds)[groups]
-    fresh = _train_evaluator(fit, error, shape, steps, lr, seed)
-    with torch.no_grad():
-        start = float(expected_error(torch.zeros_like(error[:, :3]), error, fit.missing).mean())
-        gain = fresh(fit.inputs)
-        end = float(expected_error(gain, error, fit.missing).mean())
-    if folds > 1 and int(groups.max()) + 1 >= folds:
-        for k in range(folds):
-            part = _train_evaluator(fit.rows(fold != k), error[fold != k], shape, steps, lr, seed)
-            with torch.no_grad():
-                gain[fold == k] = part(fit.inputs.rows(fold == k))
-    old.load_state_dict(fresh.state_dict())
-    tau = model.tau.detach().float().cpu()
-    calibration = search_thresholds(
-        fit.pred, fit.label, gain, fit.missing, tau, min_z=min_z, groups=groups
-    )
-    model.tau.copy_(torch.tensor(calibration.tau).to(model.tau))
-    return EvaluatorFit(target, len(fit.label), steps, start, end, calibration)
-
-
-def _train_evaluator(
-    fit: Decisions, error: Tensor, shape: tuple[int, int], steps: int, lr: float, seed: int
-) -> MissingModalityEvaluator:
-    """A fresh evaluator (output layers at zero) trained on `fit` by `regret_loss`."""
     torch.manual_seed(seed)
-    fresh = MissingModalityEvaluator(*shape)
+    old = model.evaluator
+    fresh = MissingModalityEvaluator(old.recalled.in_features, old.rule[0].out_features)
     for layer in (fresh.rule[-1], fresh.available, fresh.recalled):
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
@@ -409,13 +372,29 @@ def _train_evaluator(
         lr=lr,
         weight_decay=FEATURE_DECAY,
     )
+
+    def loss() -> Tensor:
+        return expected_error(fresh(fit.inputs), error, fit.missing).mean()
+
+    with torch.no_grad():
+        start = float(loss())
     fresh.train()
     for _ in range(steps):
         value = regret_loss(fresh(fit.inputs), error, fit.missing)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
-    return fresh.eval()
+    fresh.eval()
+    with torch.no_grad():
+        end = float(loss())
+        gain = fresh(fit.inputs)
+    old.load_state_dict(fresh.state_dict())
+    tau = model.tau.detach().float().cpu()
+    calibration = search_thresholds(
+        fit.pred, fit.label, gain, fit.missing, tau, min_z=min_z, groups=fit.groups()
+    )
+    model.tau.copy_(torch.tensor(calibration.tau).to(model.tau))
+    return EvaluatorFit(target, len(fit.label), steps, start, end, calibration)
 
 
 @torch.no_grad()
