@@ -201,10 +201,13 @@ class Decisions:
         chosen = self.pred.gather(1, subset_index(imagined & self.missing)[:, None]).squeeze(1)
         return (chosen - self.label).abs()
 
+    def _group_names(self) -> list[str]:
+        return [i.split("#", 1)[0] for i in self.ids]
+
     def groups(self) -> Tensor:
         """(N,) group index per sample: what its id names before "#" (one utterance's
         windows), so near-duplicate windows count as one piece of evidence."""
-        names = [i.split("#", 1)[0] for i in self.ids]
+        names = self._group_names()
         index = {name: k for k, name in enumerate(dict.fromkeys(names))}
         return torch.tensor([index[name] for name in names], dtype=torch.long)
 
@@ -212,10 +215,11 @@ class Decisions:
         """(train, stop) bool masks: a seeded `share` of the groups held out for early
         stopping. A group is what an id names before "#" (one utterance's windows), so
         near-duplicate windows never sit on both sides and hide overfitting."""
-        groups = sorted({i.split("#", 1)[0] for i in self.ids})
+        names = self._group_names()
+        groups = sorted(set(names))
         order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed))
         held = {groups[i] for i in order[: max(1, round(share * len(groups)))].tolist()}
-        stop = torch.tensor([i.split("#", 1)[0] in held for i in self.ids])
+        stop = torch.tensor([name in held for name in names])
         return ~stop, stop
 
     def oracle(self) -> Tensor:
