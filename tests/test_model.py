@@ -463,3 +463,20 @@ def test_windows_of_one_utterance_count_as_one_piece_of_evidence() -> None:
     groups = torch.arange(200).repeat_interleave(8)
     clustered = search_thresholds(*windows, tau0, groups=groups).per_pattern[3]
     assert clustered["calibrated"] == min(clustered["always"], clustered["never"])
+
+
+def test_a_threshold_that_wins_only_where_it_was_searched_is_dropped() -> None:
+    """Noise gains with no guard (min_z 0): the search finds a threshold that beats always
+    and never on its own samples; cross-validated over 3 folds it does not win on the
+    folds it was not searched on, so the pattern keeps the uniform policy. Informative
+    gains keep their threshold."""
+    tau0 = torch.zeros(N_PATTERNS, 3)
+    folds = torch.arange(400) % 3
+    noise = _one_pattern_case(informative=False)
+    row = search_thresholds(*noise, tau0, min_z=0.0, folds=folds).per_pattern[3]
+    assert row["cross_validated"] >= min(row["always"], row["never"])
+    assert row["calibrated"] == min(row["always"], row["never"])
+    informative = search_thresholds(*_one_pattern_case(informative=True), tau0, folds=folds)
+    row = informative.per_pattern[3]
+    assert row["cross_validated"] < 1e-6 and row["calibrated"] < 1e-6
+    assert math.isfinite(informative.tau[3][2])

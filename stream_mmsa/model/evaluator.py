@@ -170,6 +170,31 @@ def _calibrate_pattern(
     return tau, {**means, "calibrated": float(best.mean())}
 
 
+def _cross_validated(
+    pred: Tensor,
+    label: Tensor,
+    gain: Tensor,
+    missing: Tensor,
+    groups: Tensor,
+    folds: Tensor,
+    levels: Tensor,
+    rounds: int,
+    min_z: float,
+) -> float:
+    """Mean |error| of `_calibrate_pattern`'s τ (guarded by min_z) on each fold when
+    searched on the others: what the search is worth on samples it did not pick its
+    threshold on."""
+    errors = torch.zeros(label.numel(), dtype=torch.float64)
+    for k in folds.unique().tolist():
+        out = folds == k
+        if bool(out.all()):
+            return math.inf
+        rest = (pred[~out], label[~out], gain[~out], missing[~out], groups[~out])
+        tau, _ = _calibrate_pattern(*rest, levels, rounds, min_z)
+        errors[out] = _abs_errors(pred[out], label[out], gain[out], missing[out], tau)
+    return float(errors.mean())
+
+
 @dataclass
 class Decisions:
     """Held-out samples scored under every decision: what the evaluator is fitted and judged on.
@@ -354,7 +379,9 @@ def fit_evaluator(
     than always or never imagine, and on out-of-fold scores: each group's (utterance's)
     score from an evaluator fitted on the other `folds` − 1 parts. Scores of the samples an
     evaluator was fitted on agree with their realised gains by construction, so a
-    threshold on them looks significant where the evaluator has learnt nothing.
+    threshold on them looks significant where the evaluator has learnt nothing. The
+    search is cross-validated over the same folds: a pattern keeps a searched τ only if
+    it also wins on the folds it was not searched on.
 
     No early stopping: a held-out share of the groups is too few utterances to choose a
     step by (on spoken MOSI one half holds ~115, so 20 % is ~23), and the minimum of a
@@ -375,6 +402,7 @@ def fit_evaluator(
         start = float(expected_error(torch.zeros_like(error[:, :3]), error, fit.missing).mean())
         gain = fresh(fit.inputs)
         end = float(expected_error(gain, error, fit.missing).mean())
+    fold = None
     if folds > 1 and int(groups.max()) + 1 >= folds:
         order = torch.randperm(int(groups.max()) + 1, generator=torch.Generator().manual_seed(seed))
         fold = (order % folds)[groups]
@@ -385,7 +413,7 @@ def fit_evaluator(
     old.load_state_dict(fresh.state_dict())
     tau = model.tau.detach().float().cpu()
     calibration = search_thresholds(
-        fit.pred, fit.label, gain, fit.missing, tau, min_z=min_z, groups=groups
+        fit.pred, fit.label, gain, fit.missing, tau, min_z=min_z, groups=groups, folds=fold
     )
     model.tau.copy_(torch.tensor(calibration.tau).to(model.tau))
     return EvaluatorFit(target, len(fit.label), steps, start, end, calibration)
@@ -443,12 +471,21 @@ def search_thresholds(
     rounds: int = 4,
     min_z: float = 2.0,
     groups: Tensor | None = None,
+    folds: Tensor | None = None,
 ) -> ThresholdCalibration:
     """τ per availability pattern from scored samples (see `_calibrate_pattern`).
 
     pred (N, 8) score per imagined subset (bit j = modality j), label (N,), gain (N, 3),
     missing (N, 3) bool, tau (N_PATTERNS, 3) the current rows, kept for absent patterns;
     groups (N,) samples that are one piece of evidence (default: each sample alone).
+
+    folds (N,) fold ids: the search itself is then cross-validated. A threshold wins on
+    the samples it was picked on partly by chance (the best of ~44 candidates), so a
+    pattern keeps its searched row only if the search, run without each fold and applied
+    to it, beats the uniform policy on the held-out folds; otherwise it keeps the uniform
+    policy (`per_pattern[p]["cross_validated"]`: the held-out error). The searches inside
+    run without the min_z guard: on two thirds of the samples it would mostly keep the
+    uniform policy and say nothing; the held-out folds are the guard there.
     """
     if groups is None:
         groups = torch.arange(label.numel())
@@ -458,9 +495,16 @@ def search_thresholds(
     per_pattern: dict[int, dict[str, float]] = {}
     for p in pattern.unique().tolist():
         rows = pattern == p
-        tau[p], errors = _calibrate_pattern(
-            pred[rows], label[rows], gain[rows], missing[rows], groups[rows], levels, rounds, min_z
-        )
+        args = pred[rows], label[rows], gain[rows], missing[rows], groups[rows]
+        tau[p], errors = _calibrate_pattern(*args, levels, rounds, min_z)
+        uniform = min(("never", "always"), key=lambda k: errors[k])
+        if folds is not None and errors["calibrated"] < errors[uniform]:
+            held_out = _cross_validated(*args, folds[rows], levels, rounds, 0.0)
+            errors["cross_validated"] = held_out
+            if held_out >= errors[uniform]:
+                cols = missing[rows].any(0)
+                tau[p] = torch.where(cols, -math.inf if uniform == "always" else math.inf, 0.0)
+                errors["calibrated"] = errors[uniform]
         per_pattern[p] = errors | {"samples": int(rows.sum())}
     total = label.numel()
     zero = sum(v["zero"] * v["samples"] for v in per_pattern.values()) / total
