@@ -241,9 +241,9 @@ def test_each_sentence_of_the_sample_reads_with_its_sign(fast_run) -> None:
 def test_the_sentences_read_with_their_signs_in_real_time(tmp_path: Path) -> None:
     """At real-time pace (35 s), where the recogniser's lag moves the words: every positive
     sentence reads positive and the negative ones negative on average. Not each negative
-    one: "This was terrible, I hated every boring minute of it" is heard as "… I say that
-    every boring minute of it", and its mean sits near 0 (-0.07 to +0.08 across loads) where
-    --fast gives -0.38; the sign of a mean that close to 0 depends on the machine."""
+    one: "This was terrible, I hated every boring minute of it" is heard as "This was
+    terrible. I say that every boring minute of it", and the second part alone reads
+    positive under the smiling face (+0.31 in real time, -0.01 with --fast; README)."""
     source = FileSource(SAMPLE, realtime=True)
     events, _ = run_session(EngineConfig(), source, tmp_path / "e.sqlite", realtime=True)
     readings = sentence_readings(events, sample_sentences())
