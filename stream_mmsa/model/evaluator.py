@@ -126,6 +126,11 @@ def _standard_error(diff: Tensor, groups: Tensor) -> float:
     return math.sqrt(g / (g - 1) * float((sums**2).sum())) / diff.numel()
 
 
+def _uniform_tau(cols: Tensor, policy: Literal["always", "never"]) -> Tensor:
+    """τ row (3,) imagining the missing modalities `cols` always (−inf) or never (+inf)."""
+    return torch.where(cols, -math.inf if policy == "always" else math.inf, 0.0)
+
+
 def _calibrate_pattern(
     pred: Tensor,
     label: Tensor,
@@ -147,8 +152,8 @@ def _calibrate_pattern(
     cols = missing.any(0)
     policies = {
         "zero": torch.zeros(3),
-        "always": torch.where(cols, -math.inf, 0.0),
-        "never": torch.where(cols, math.inf, 0.0),
+        "always": _uniform_tau(cols, "always"),
+        "never": _uniform_tau(cols, "never"),
     }
     errors = {k: _abs_errors(pred, label, gain, missing, t) for k, t in policies.items()}
     name = min(("never", "always"), key=lambda k: float(errors[k].mean()))
@@ -506,8 +511,7 @@ def search_thresholds(
         tau[p], errors = _calibrate_pattern(*args, levels, rounds, min_z)
         uniform = min(("never", "always"), key=lambda k: errors[k])
         if folds is not None and errors["calibrated"] < errors[uniform]:
-            cols = missing[rows].any(0)
-            fixed = torch.where(cols, -math.inf if uniform == "always" else math.inf, 0.0)
+            fixed = _uniform_tau(missing[rows].any(0), uniform)
             held_out = _cross_validated(*args, folds[rows], levels, rounds, 0.0)
             diff = _abs_errors(*args[:4], fixed) - held_out
             errors["cross_validated"] = float(held_out.mean())
