@@ -142,6 +142,13 @@ class EngineConfig(_Section):
         description="how the face's expression moves the score (model/face_prior.py)",
     )
     max_batch: int = Field(32, ge=1)
+    ensemble_models: int | None = Field(
+        None,
+        ge=1,
+        description="serve only the first N fusion models of a seed-ensemble checkpoint "
+        "(None: all). The shipped engine averages two, twice one model's fusion work per "
+        "window; 1 halves it for many-call servers (README: what it costs in accuracy)",
+    )
 
 
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")

@@ -45,14 +45,23 @@ class SentenceReading:
         return (self.mean > 0) == (self.polarity == "positive")
 
 
-def sentence_readings(events: Iterable[dict], sentences: list[dict]) -> list[SentenceReading]:
-    """Per sentence of the sample's sidecar, the mean score of the sentiment events whose
-    window ends between HEARD_S into it and AFTER_S past its end."""
+def sentence_scores(events: Iterable[dict], sentences: list[dict]) -> list[list[float]]:
+    """Per sentence of a sidecar, the scores of the sentiment events whose window ends
+    between HEARD_S into it and AFTER_S past its end."""
     windows = [e for e in events if e["type"] == "sentiment"]
-    readings = []
+    scores = []
     for sentence in sentences:
         start, end = sentence["start"] + HEARD_S, sentence["end"] + AFTER_S
-        scores = [e["sentiment"]["score"] for e in windows if start <= e["window"]["end"] <= end]
+        scores.append(
+            [e["sentiment"]["score"] for e in windows if start <= e["window"]["end"] <= end]
+        )
+    return scores
+
+
+def sentence_readings(events: Iterable[dict], sentences: list[dict]) -> list[SentenceReading]:
+    """Per sentence of the sample's sidecar, the mean score of its windows (`sentence_scores`)."""
+    readings = []
+    for sentence, scores in zip(sentences, sentence_scores(events, sentences), strict=True):
         mean = sum(scores) / len(scores) if scores else float("nan")
         readings.append(SentenceReading(sentence["text"], sentence["polarity"], mean, len(scores)))
     return readings

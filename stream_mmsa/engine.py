@@ -74,6 +74,8 @@ class Runtime:
         )
         if self.text_encoder is None:
             raise ValueError("the engine needs a checkpoint trained on transcripts (text)")
+        if self.config.ensemble_models is not None:
+            self.model.keep_first(self.config.ensemble_models)
         self.dims = dict(self.model.fusion.config.input_dims)
         self.asr_model, self.placement = load_asr_placed(
             self.config.device,

@@ -262,6 +262,14 @@ def test_a_seed_ensemble_averages_its_members_and_survives_a_checkpoint(tmp_path
         assert torch.equal(loaded(batch).score, out.score)
     with pytest.raises(RuntimeError, match="not trained"):
         ensemble.training_losses(batch, batch, LossWeights(), distill=True)
+    loaded.keep_first(2)  # engine.ensemble_models: the first two models, averaged
+    with torch.inference_mode():
+        assert torch.allclose(loaded(batch).score, torch.stack([o.score for o in outs[:2]]).mean(0))
+    loaded.keep_first(1)
+    with torch.inference_mode():
+        assert torch.equal(loaded(batch).score, decided.score)
+    with pytest.raises(ValueError, match="at least one"):
+        loaded.keep_first(0)
 
 
 def with_recall(batch: MultimodalBatch, seed: int = 0) -> MultimodalBatch:

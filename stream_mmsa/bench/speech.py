@@ -113,10 +113,18 @@ VOICES: tuple[tuple[str, ...], ...] = (
 American, a female variant, British: different voices, so no one voice's quirks decide."""
 
 
-def mosi_sentences(labels: str | Path = MOSI_LABELS, split: str = "valid") -> list[str]:
-    """The transcripts of one split of a label.csv, in file order."""
+def mosi_rows(labels: str | Path = MOSI_LABELS, split: str = "valid") -> list[dict]:
+    """The utterances of one split of a label.csv in file order: id, transcript, label."""
     with open(labels, newline="") as handle:
-        return [row["text"].strip() for row in csv.DictReader(handle) if row["mode"] == split]
+        return [
+            {
+                "id": f"{row['video_id']}_{row['clip_id']}",
+                "text": row["text"].strip(),
+                "label": float(row["label"]),
+            }
+            for row in csv.DictReader(handle)
+            if row["mode"] == split
+        ]
 
 
 def make_continuous_speech(
@@ -127,23 +135,23 @@ def make_continuous_speech(
 ) -> tuple[Path, str]:
     """About `duration_s` of MOSI valid sentences, voices cycling, `gap_s` between them.
 
-    Writes continuous.wav and continuous.json beside it (the sentences with voice and
-    times, as the bundled sample's sidecar, so `stream-mmsa bench` finds the reference).
+    Writes continuous.wav and continuous.json beside it (the sentences with id, label, voice
+    and times, as the bundled sample's sidecar, so `stream-mmsa bench` finds the reference).
     Returns the wav and its reference text.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     gap = np.zeros(round(gap_s * AUDIO_RATE), np.float32)
     pieces, spoken, at = [gap], [], gap_s
-    for i, text in enumerate(mosi_sentences(labels)):
+    for i, row in enumerate(mosi_rows(labels)):
         if at >= duration_s:
             break
         voice = VOICES[i % len(VOICES)]
-        speech = speak(text, voice)
+        speech = speak(row["text"], voice)
         if not len(speech):
             continue
         end = at + len(speech) / AUDIO_RATE
-        spoken.append({"text": text, "voice": " ".join(voice), "start": at, "end": end})
+        spoken.append({**row, "voice": " ".join(voice), "start": at, "end": end})
         pieces += [speech, gap]
         at = end + gap_s
     path = directory / "continuous.wav"

@@ -63,6 +63,13 @@ class SentimentModel(nn.Module):
     def fusions(self) -> list[FusionModel]:
         return [self.fusion, *self.members]
 
+    def keep_first(self, models: int) -> None:
+        """Serve only the ensemble's first `models` fusion models: each costs a fusion pass
+        per window, and its first model alone still decides what to imagine."""
+        if models < 1:
+            raise ValueError(f"an ensemble keeps at least one model, not {models}")
+        self.members = nn.ModuleList(list(self.members)[: models - 1])
+
     def forward(self, batch: MultimodalBatch, imagine: str = "gate") -> FusionOutput:
         batch = self.prepare(batch)
         if not self.members:

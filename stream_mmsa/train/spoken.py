@@ -405,7 +405,14 @@ def level_metrics(
     pred: torch.Tensor, label: torch.Tensor, samples: Sequence[Sample]
 ) -> dict[str, dict[str, float]]:
     """`window_and_utterance_metrics` of predictions already made."""
-    groups = list(utterances(samples).values())
+    return grouped_metrics(pred, label, utterances(samples))
+
+
+def grouped_metrics(
+    pred: torch.Tensor, label: torch.Tensor, by_utterance: dict[str, list[int]]
+) -> dict[str, dict[str, float]]:
+    """MOSI metrics per window, and per utterance on the mean of its windows' scores."""
+    groups = list(by_utterance.values())
     utt_pred = torch.stack([pred[g].mean() for g in groups])
     utt_label = torch.stack([label[g[0]] for g in groups])
     return {
@@ -635,23 +642,28 @@ def readme_block(
                 f"{100 * m['Mult_acc_7']:.2f} | {m['MAE']:.3f} | {m['Corr']:.3f} |"
             )
     if difference is not None:
-        parts = []
-        for name, d in difference.items():
-            if name == "utterances":
-                continue
-            scale, unit = (100, " points") if "acc" in name else (1, "")
-            parts.append(
-                f"{name} {scale * d['difference']:+.3g}{unit} "
-                f"[{scale * d['ci95_low']:+.3g}, {scale * d['ci95_high']:+.3g}]"
-            )
         lines += [
             "",
             f"Full model minus `{against.name if against else 'baseline'}`, paired over "
             f"{difference['utterances']['count']:.0f} utterances (95 % bootstrap intervals): "
-            + "; ".join(parts)
+            + interval_text(difference)
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def interval_text(difference: dict[str, dict[str, float]]) -> str:
+    """`paired_bootstrap`'s differences as "name +d [low, high]", accuracy in points."""
+    parts = []
+    for name, d in difference.items():
+        if name == "utterances":
+            continue
+        scale, unit = (100, " points") if "acc" in name else (1, "")
+        parts.append(
+            f"{name} {scale * d['difference']:+.3g}{unit} "
+            f"[{scale * d['ci95_low']:+.3g}, {scale * d['ci95_high']:+.3g}]"
+        )
+    return "; ".join(parts)
 
 
 def paired_difference(
@@ -664,12 +676,25 @@ def paired_difference(
     """`tried` minus `baseline` (model and windows of the same utterances), with 95 %
     intervals from a bootstrap over utterances: windows of one utterance are not
     independent, and 229 valid clips are few, so a win has to clear its interval."""
-    rng = np.random.default_rng(seed)
     sides = []
     for model, data in (tried, baseline):
         pred, label = predict(model, make_loader(data, 256), imagine=imagine)
         sides.append((pred.numpy(), label.numpy(), utterances(data.samples)))
-    common = sorted(set(sides[0][2]) & set(sides[1][2]))
+    return paired_bootstrap(sides[0], sides[1], resamples, seed)
+
+
+Scored = tuple[np.ndarray, np.ndarray, dict[str, list[int]]]
+"""Window scores, their labels, and the positions of each utterance's windows."""
+
+
+def paired_bootstrap(
+    tried: Scored, baseline: Scored, resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """`tried` minus `baseline` per window and per utterance (accuracy, MAE) over their
+    common utterances, with 95 % intervals from resampling utterances."""
+    rng = np.random.default_rng(seed)
+    sides = (tried, baseline)
+    common = sorted(set(tried[2]) & set(baseline[2]))
 
     def figures(picked: Sequence[str]) -> np.ndarray:
         out = []

@@ -1,0 +1,163 @@
+"""MOSI valid as one continuous talk through the engine: how live windows read a speaker who
+goes on talking.
+
+`spoken eval` plays every utterance alone between silences. A person on camera talks on, a
+0.7 s breath between sentences (shorter than the pause that starts a new utterance), so a
+window's text may carry the tail of the sentence before, and whisper's full stops fall where
+the speaker made none. Here every MOSI valid transcript is spoken back to back in four
+voices (`bench.speech.make_continuous_speech`), played through a real Session as
+`run --fast` plays a file (audio only: vision is missing throughout), and each window is
+scored against the label of the utterance it ends in (from 1 s into it to 0.5 s after it,
+as the sample's sentences are read: `demo.sentence_scores`).
+
+    python -m stream_mmsa.train.continuous --config configs/engine.yaml [--readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..bench.speech import MOSI_LABELS, VOICES, make_continuous_speech, mosi_rows
+from ..config import EngineConfig, load_config
+from ..demo import sentence_scores
+from ..engine import Runtime, Session
+from ..events import AnyEvent
+from ..media.sources.file import FileSource
+from ..paths import cache_root
+from ..sinks.group import SinkGroup
+from ..windowing import window_count
+from .readme import publish
+from .spoken import Scored, grouped_metrics, interval_text, paired_bootstrap
+
+GAP_S = 0.7
+"""Silence between utterances: a breath, shorter than WindowConfig.utterance_gap."""
+
+
+def continuous_clip(
+    duration_s: float = math.inf, labels: Path = MOSI_LABELS
+) -> tuple[Path, list[dict]]:
+    """MOSI valid spoken as one talk of about `duration_s` (all of it by default; made once,
+    cached) and its utterances with their times."""
+    key = json.dumps([mosi_rows(labels), VOICES, GAP_S, duration_s], sort_keys=True)
+    directory = cache_root() / "continuous" / hashlib.sha1(key.encode()).hexdigest()[:12]
+    wav = directory / "continuous.wav"
+    if not wav.with_suffix(".json").is_file():
+        print(f"speaking MOSI valid into {wav} (once)")
+        make_continuous_speech(directory, duration_s, GAP_S, labels)
+    return wav, json.loads(wav.with_suffix(".json").read_text())["sentences"]
+
+
+async def _events(engine: EngineConfig, wav: Path, duration: float) -> list[dict]:
+    events: list[dict] = []
+    bar = tqdm(total=window_count(duration, engine.window.hop), desc="windows", unit="win")
+
+    def keep(event: AnyEvent) -> None:
+        events.append(json.loads(event.to_json()))
+        bar.update(event.type == "sentiment")
+
+    async with Runtime(engine) as runtime, SinkGroup([]) as sink:
+        source = FileSource(wav, realtime=False)
+        summary = await Session(runtime, source, sink, realtime=False, on_event=keep).run()
+    bar.close()
+    if summary.error is not None:
+        raise summary.error
+    return events
+
+
+def score_talk(engine: EngineConfig, duration_s: float = math.inf) -> Scored:
+    """Every window that falls in an utterance of the talk: its score, the utterance's
+    label, and the positions of each utterance's windows."""
+    wav, utterances = continuous_clip(duration_s)
+    events = asyncio.run(_events(engine, wav, utterances[-1]["end"] + GAP_S))
+    pred, label, groups = [], [], {}
+    for utterance, scores in zip(utterances, sentence_scores(events, utterances), strict=True):
+        if scores:
+            groups[utterance["id"]] = list(range(len(pred), len(pred) + len(scores)))
+            pred += scores
+            label += [utterance["label"]] * len(scores)
+    return np.array(pred, np.float32), np.array(label, np.float32), groups
+
+
+def readme_block(
+    figures: dict[str, dict[str, float]],
+    checkpoint: Path,
+    set_: Sequence[str],
+    against: Sequence[str] | None,
+    difference: dict | None,
+) -> str:
+    """README's continuous-MOSI table, with the command and, given a baseline, the paired
+    intervals."""
+    command = "python -m stream_mmsa.train.continuous --config configs/engine.yaml --readme"
+    command += "".join(f" --set {s}" for s in set_)
+    if against:
+        command += " --against " + " ".join(against)
+    lines = [
+        f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on MOSI **valid** "
+        f"(selection set) spoken as one talk, {len(VOICES)} voices in turn, {GAP_S:g} s between "
+        "utterances, audio only; a window counts for the utterance it ends in.",
+        "",
+        "| MOSI valid as one talk | Non0_acc_2 | Non0_F1 | Has0_acc_2 | Acc_7 | MAE | Corr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level, m in figures.items():
+        lines.append(
+            f"| per {level} ({m['count']:.0f}) | {100 * m['Non0_acc_2']:.2f} | "
+            f"{100 * m['Non0_F1_score']:.2f} | {100 * m['Has0_acc_2']:.2f} | "
+            f"{100 * m['Mult_acc_7']:.2f} | {m['MAE']:.3f} | {m['Corr']:.3f} |"
+        )
+    if difference is not None:
+        lines += [
+            "",
+            f"Minus `{' '.join(against or [])}`, paired over "
+            f"{difference['utterances']['count']:.0f} utterances (95 % bootstrap intervals): "
+            + interval_text(difference)
+            + ".",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/engine.yaml"))
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE", help="overrides to try"
+    )
+    parser.add_argument(
+        "--against",
+        nargs="+",
+        metavar="SECTION.KEY=VALUE",
+        help="the config with these overrides instead is the baseline (e.g. "
+        "engine.window.utterance_gap=0.8); prints the paired difference with intervals",
+    )
+    parser.add_argument("--readme", action="store_true", help="write README.md's block")
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.set)
+    torch.set_num_threads(config.train.threads)
+    tried = score_talk(config.engine)
+    figures = grouped_metrics(torch.from_numpy(tried[0]), torch.from_numpy(tried[1]), tried[2])
+    print(json.dumps(figures, indent=2))
+    difference = None
+    if args.against:
+        baseline = score_talk(load_config(args.config, args.against).engine)
+        difference = paired_bootstrap(tried, baseline)
+        print(json.dumps(difference, indent=2))
+    if args.readme:
+        checkpoint = config.engine.checkpoint or EngineConfig().checkpoint
+        publish(
+            "continuous-mosi", readme_block(figures, checkpoint, args.set, args.against, difference)
+        )
+
+
+if __name__ == "__main__":
+    main()
