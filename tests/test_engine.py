@@ -239,15 +239,14 @@ def test_each_sentence_of_the_sample_reads_with_its_sign(fast_run) -> None:
 
 
 def test_the_sentences_read_with_their_signs_in_real_time(tmp_path: Path) -> None:
-    """At real-time pace (35 s), where the recogniser's lag moves the words: every positive
-    sentence reads positive and the negative ones negative on average. Not each negative
-    one: "This was terrible, I hated every boring minute of it" is heard as "This was
-    terrible. I say that every boring minute of it", and the second part alone reads
-    positive under the smiling face (+0.31 in real time, -0.01 with --fast; README)."""
+    """At real-time pace (35 s), where the recogniser's lag moves the words, each sentence
+    too. "This was terrible, I hated every boring minute of it" is the close one: its first
+    words turn final after their windows went out, and until four words follow whisper's
+    full stop the next windows read them with it (engine.window.sentence_min_words; with
+    every stop cutting, "I..." and "I say that every" were read alone and it came out
+    +0.31)."""
     source = FileSource(SAMPLE, realtime=True)
     events, _ = run_session(EngineConfig(), source, tmp_path / "e.sqlite", realtime=True)
     readings = sentence_readings(events, sample_sentences())
     assert len(readings) == 6 and all(r.windows >= 5 for r in readings)
-    assert all(r.agrees for r in readings if r.polarity == "positive"), readings
-    negative = [r.mean for r in readings if r.polarity == "negative"]
-    assert sum(negative) / len(negative) < 0, readings
+    assert [r.polarity for r in readings if not r.agrees] == [], readings

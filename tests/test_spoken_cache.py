@@ -33,6 +33,12 @@ def test_readme_block_lists_each_condition_per_window_and_utterance(tmp_path) ->
     )
     assert body.startswith("`python -m stream_mmsa.train.spoken eval --readme` (load ")
     assert body.count("| text late, per ") == 2 and "| full model, per utterance (3) |" in body
+    interval = {"difference": -0.01, "ci95_low": -0.03, "ci95_high": 0.01}
+    difference = {"window MAE": interval, "utterances": {"count": 3.0}}
+    rule = ["engine.window.sentence_min_words=0"]
+    against = spoken.readme_block({}, tmp_path / "m.pt", "varied", difference, None, rule)
+    assert "eval --readme --against engine.window.sentence_min_words=0` (load " in against
+    assert "minus `engine.window.sentence_min_words=0`, paired over 3 utterances" in against
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- spoken-mosi -->\nold\n<!-- /spoken-mosi -->\nb\n")
     assert write_block(readme, "spoken-mosi", body) and "old" not in readme.read_text()

@@ -244,7 +244,7 @@ def test_text_tokens_and_transcript() -> None:
 
 
 def test_window_text_follows_the_utterance_from_its_start() -> None:
-    cfg = WindowConfig(utterance_gap=0.8, text_context=20.0, text_max_words=5)
+    cfg = WindowConfig(utterance_gap=0.8, text_context=20.0, text_max_words=5, sentence_min_words=0)
     aligner = Aligner("s", cfg, sources=["text"])
     spoken = [("what", 0.0), ("a", 0.3), ("waste.", 0.6), ("i", 1.2), ("am", 1.5), ("so", 1.8)]
     spoken += [("sad", 2.1), ("now", 6.0), ("then", 6.3)]  # a 3.5 s pause before "now"
@@ -258,6 +258,21 @@ def test_window_text_follows_the_utterance_from_its_start() -> None:
     long = Aligner("s", cfg, sources=["text"])
     long.add_words(Word(word=f"w{k}", start=0.3 * k, end=0.3 * k + 0.2, prob=0.9) for k in range(9))
     assert long.close(3.0).transcript == "w4 w5 w6 w7 w8"  # the last text_max_words
+
+
+def test_a_short_new_sentence_is_read_with_the_one_before() -> None:
+    """Live, "This was terrible." was final only after its windows had gone out late, and
+    the next windows held "I..." and "I hated every" alone, cut at whisper's full stop."""
+    cfg = WindowConfig(utterance_gap=0.8, text_context=20.0, sentence_min_words=4)
+    aligner = Aligner("s", cfg, sources=["text"])
+    spoken = ["this", "was", "terrible.", "i", "hated", "every", "boring", "minute."]
+    aligner.add_words(
+        Word(word=w, start=0.3 * k, end=0.3 * k + 0.2, prob=0.9) for k, w in enumerate(spoken)
+    )
+    aligner.update(FeatureUpdate("text", watermark=30.0))
+    assert aligner.close(1.5).transcript == "this was terrible. i hated"  # 2 words: too few
+    assert aligner.close(1.8).transcript == "this was terrible. i hated every"  # 3: too few
+    assert aligner.close(2.1).transcript == "i hated every boring"  # 4: a sentence of its own
 
 
 def test_interim_words_join_the_window_and_are_counted() -> None:

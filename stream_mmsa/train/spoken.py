@@ -606,7 +606,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         difference = paired_difference((model, valid), (other, baseline), args.imagine)
         print(json.dumps(difference, indent=2))
     if args.readme:
-        body = readme_block(rows, checkpoint, args.voice, difference, args.against_checkpoint)
+        body = readme_block(
+            rows, checkpoint, args.voice, difference, args.against_checkpoint, args.against
+        )
         publish("spoken-mosi", body)
 
 
@@ -616,14 +618,19 @@ def readme_block(
     voice: str,
     difference: dict[str, dict[str, float]] | None = None,
     against: Path | None = None,
+    overrides: Sequence[str] | None = None,
 ) -> str:
     """README's spoken-MOSI table: per window and per utterance for each condition, with
-    the command, the load average and, given a baseline, the paired intervals."""
+    the command, the load average and, given a baseline (another checkpoint and/or config
+    overrides), the paired intervals."""
     command = "python -m stream_mmsa.train.spoken eval --readme" + (
         " --voice fixed" if voice == "fixed" else ""
     )
     if against is not None:
         command += f" --against-checkpoint {against.name}"
+    if overrides:
+        command += " --against " + " ".join(overrides)
+    baseline = " ".join([*([against.name] if against else []), *(overrides or [])])
     speech = "the old fixed voice" if voice == "fixed" else "a voice drawn per utterance"
     lines = [
         f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on MOSI **valid** "
@@ -644,7 +651,7 @@ def readme_block(
     if difference is not None:
         lines += [
             "",
-            f"Full model minus `{against.name if against else 'baseline'}`, paired over "
+            f"Full model minus `{baseline or 'baseline'}`, paired over "
             f"{difference['utterances']['count']:.0f} utterances (95 % bootstrap intervals): "
             + interval_text(difference)
             + ".",
