@@ -36,20 +36,24 @@ def test_a_short_talk_is_scored_window_by_window_against_its_utterances(
         assert len(groups.get(u["id"], [])) == max(0, ends + 1), u  # every window, once
         assert all(label[i] == labels[u["id"]] for i in groups.get(u["id"], []))
     assert len(groups) >= 2 and np.isfinite(pred).all() and np.abs(pred).max() <= 3
+    live = continuous.score_talk(engine, duration_s=12.0, realtime=True)  # 12 s of wall time
+    assert live[2] == groups and np.isfinite(live[0]).all()  # every window on cadence, live too
 
 
 def test_readme_block_names_the_command_and_the_paired_intervals() -> None:
     metrics = {"Non0_acc_2": 0.64, "Non0_F1_score": 0.64, "Has0_acc_2": 0.63}
     metrics |= {"Mult_acc_7": 0.3, "MAE": 1.17, "Corr": 0.4}
-    figures = {"window": {**metrics, "count": 1165}, "utterance": {**metrics, "count": 223}}
+    levels = {"window": {**metrics, "count": 1165}, "utterance": {**metrics, "count": 223}}
     interval = {"difference": -0.01, "ci95_low": -0.03, "ci95_high": 0.01}
     difference = {"window MAE": interval, "utterances": {"count": 223.0}}
+    rows = {"--fast": levels, "real time": levels}
     body = continuous.readme_block(
-        figures, Path("engine.pt"), [], ["engine.window.text_context=0"], difference
+        rows, Path("engine.pt"), [], ["engine.window.text_context=0"], difference
     )
     assert body.startswith(
         "`python -m stream_mmsa.train.continuous --config configs/engine.yaml --readme "
-        "--against engine.window.text_context=0` (load "
+        "--realtime --against engine.window.text_context=0` (load "
     )
-    assert "| per window (1165) | 64.00 |" in body and "| per utterance (223) |" in body
+    assert "| --fast, per window (1165) | 64.00 |" in body
+    assert "| real time, per utterance (223) |" in body
     assert "window MAE -0.01 [-0.03, +0.01]" in body and "paired over 223 utterances" in body
