@@ -38,7 +38,7 @@ from ..paths import cache_root
 from ..sinks.group import SinkGroup
 from ..windowing import window_count
 from .readme import publish
-from .spoken import Scored, grouped_metrics, interval_text, paired_bootstrap
+from .spoken import Scored, grouped_metrics, interval_text, metrics_table, paired_bootstrap
 
 GAP_S = 0.7
 """Silence between utterances: a breath, shorter than WindowConfig.utterance_gap."""
@@ -111,16 +111,8 @@ def readme_block(
         f"(selection set) spoken as one talk, {len(VOICES)} voices in turn, {GAP_S:g} s between "
         "utterances, audio only; a window counts for the utterance it ends in.",
         "",
-        "| MOSI valid as one talk | Non0_acc_2 | Non0_F1 | Has0_acc_2 | Acc_7 | MAE | Corr |",
-        "|---|---|---|---|---|---|---|",
+        *metrics_table("MOSI valid as one talk", rows),
     ]
-    for pace, levels in rows.items():
-        for level, m in levels.items():
-            lines.append(
-                f"| {pace}, per {level} ({m['count']:.0f}) | {100 * m['Non0_acc_2']:.2f} | "
-                f"{100 * m['Non0_F1_score']:.2f} | {100 * m['Has0_acc_2']:.2f} | "
-                f"{100 * m['Mult_acc_7']:.2f} | {m['MAE']:.3f} | {m['Corr']:.3f} |"
-            )
     if difference is not None:
         lines += [
             "",

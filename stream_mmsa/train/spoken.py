@@ -637,17 +637,8 @@ def readme_block(
         f"(selection set) spoken in {speech}; per utterance = mean score of its windows; "
         "text late = every window's text lags 1-3 hops (0.5-1.5 s of ASR lag).",
         "",
-        "| MOSI valid, spoken through the engine | Non0_acc_2 | Non0_F1 | Has0_acc_2 | Acc_7 "
-        "| MAE | Corr |",
-        "|---|---|---|---|---|---|---|",
+        *metrics_table("MOSI valid, spoken through the engine", rows),
     ]
-    for name, levels in rows.items():
-        for level, m in levels.items():
-            lines.append(
-                f"| {name}, per {level} ({m['count']:.0f}) | {100 * m['Non0_acc_2']:.2f} | "
-                f"{100 * m['Non0_F1_score']:.2f} | {100 * m['Has0_acc_2']:.2f} | "
-                f"{100 * m['Mult_acc_7']:.2f} | {m['MAE']:.3f} | {m['Corr']:.3f} |"
-            )
     if difference is not None:
         lines += [
             "",
@@ -657,6 +648,22 @@ def readme_block(
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Markdown lines of MOSI metrics: a row per condition (`rows`' keys) and level."""
+    lines = [
+        f"| {title} | Non0_acc_2 | Non0_F1 | Has0_acc_2 | Acc_7 | MAE | Corr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, levels in rows.items():
+        for level, m in levels.items():
+            lines.append(
+                f"| {name}, per {level} ({m['count']:.0f}) | {100 * m['Non0_acc_2']:.2f} | "
+                f"{100 * m['Non0_F1_score']:.2f} | {100 * m['Has0_acc_2']:.2f} | "
+                f"{100 * m['Mult_acc_7']:.2f} | {m['MAE']:.3f} | {m['Corr']:.3f} |"
+            )
+    return lines
 
 
 def interval_text(difference: dict[str, dict[str, float]]) -> str:
