@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 
 from stream_mmsa.config import EngineConfig
 from stream_mmsa.demo import AFTER_S, HEARD_S, SentenceReading, sample_sentences, sentence_readings
-from stream_mmsa.engine import Runtime, Session
-from stream_mmsa.media.sources.file import FileSource
+from stream_mmsa.live import file_events
 from stream_mmsa.paths import SAMPLE
-from stream_mmsa.sinks.group import SinkGroup
 from stream_mmsa.train.readme import publish
 
 
 async def readings(realtime: bool) -> list[SentenceReading]:
-    events: list = []
-    async with Runtime(EngineConfig()) as runtime, SinkGroup([]) as sink:
-        source = FileSource(SAMPLE, realtime=realtime)
-        session = Session(runtime, source, sink, realtime=realtime, on_event=events.append)
-        await session.run()
-    events = [json.loads(event.to_json()) for event in events]
+    events = await file_events(EngineConfig(), SAMPLE, realtime)
     return sentence_readings(events, sample_sentences())
 
 

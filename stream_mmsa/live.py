@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -108,6 +109,30 @@ def exit_code(summary: SessionSummary) -> int:
     if summary.signal is not None:
         return 128 + summary.signal
     return 0
+
+
+async def file_events(
+    config: EngineConfig,
+    path: Path,
+    realtime: bool,
+    on_event: Callable[[AnyEvent], None] | None = None,
+) -> list[dict]:
+    """Every event of one media file through a session with no sinks, as the JSON objects
+    sinks write (what the sample's and the continuous talk's readings are computed from);
+    `on_event` sees each one as it comes. A session that ends in error raises it."""
+    events: list[dict] = []
+
+    def keep(event: AnyEvent) -> None:
+        events.append(json.loads(event.to_json()))
+        if on_event is not None:
+            on_event(event)
+
+    async with Runtime(config) as runtime, SinkGroup([]) as sink:
+        source = FileSource(path, realtime=realtime)
+        summary = await Session(runtime, source, sink, realtime=realtime, on_event=keep).run()
+    if summary.error is not None:
+        raise summary.error
+    return events
 
 
 async def run_file(

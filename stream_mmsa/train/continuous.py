@@ -33,11 +33,8 @@ from tqdm import tqdm
 from ..bench.speech import MOSI_LABELS, VOICES, make_continuous_speech, mosi_rows
 from ..config import EngineConfig, load_config
 from ..demo import sentence_scores
-from ..engine import Runtime, Session
-from ..events import AnyEvent
-from ..media.sources.file import FileSource
+from ..live import file_events
 from ..paths import cache_root
-from ..sinks.group import SinkGroup
 from ..windowing import window_count
 from .readme import publish
 from .spoken import Scored, grouped_metrics, interval_text, metrics_table, paired_bootstrap
@@ -61,20 +58,13 @@ def continuous_clip(
 
 
 async def _events(engine: EngineConfig, wav: Path, duration: float, realtime: bool) -> list[dict]:
-    events: list[dict] = []
     bar = tqdm(total=window_count(duration, engine.window.hop), desc="windows", unit="win")
-
-    def keep(event: AnyEvent) -> None:
-        events.append(json.loads(event.to_json()))
-        bar.update(event.type == "sentiment")
-
-    async with Runtime(engine) as runtime, SinkGroup([]) as sink:
-        source = FileSource(wav, realtime=realtime)
-        summary = await Session(runtime, source, sink, realtime=realtime, on_event=keep).run()
-    bar.close()
-    if summary.error is not None:
-        raise summary.error
-    return events
+    try:
+        return await file_events(
+            engine, wav, realtime, lambda event: bar.update(event.type == "sentiment")
+        )
+    finally:
+        bar.close()
 
 
 def score_talk(
