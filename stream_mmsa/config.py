@@ -57,7 +57,10 @@ class DataConfig(_Section):
         ge=0.0,
         le=1.0,
         description="spoken: share of training windows whose text is that of a window "
-        "1-3 hops earlier (ASR lag; train/spoken.py lagging)",
+        "1 to late_hops hops earlier (ASR lag; train/spoken.py lagging)",
+    )
+    late_hops: int = Field(
+        3, ge=1, description="spoken: late text lags 1 to this many hops, each as likely"
     )
     text_paths: list[Path] = Field(
         default_factory=list,

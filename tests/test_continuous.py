@@ -48,7 +48,11 @@ def test_readme_block_names_the_command_and_the_paired_intervals() -> None:
     difference = {"window MAE": interval, "utterances": {"count": 223.0}}
     rows = {"--fast": levels, "real time": levels}
     body = continuous.readme_block(
-        rows, Path("engine.pt"), [], ["engine.window.text_context=0"], difference
+        rows,
+        Path("engine.pt"),
+        [],
+        ["engine.window.text_context=0"],
+        {"--fast": difference, "real time": difference},
     )
     assert body.startswith(
         "`python -m stream_mmsa.train.continuous --config configs/engine.yaml --readme "
@@ -57,3 +61,4 @@ def test_readme_block_names_the_command_and_the_paired_intervals() -> None:
     assert "| --fast, per window (1165) | 64.00 |" in body
     assert "| real time, per utterance (223) |" in body
     assert "window MAE -0.01 [-0.03, +0.01]" in body and "paired over 223 utterances" in body
+    assert "\n\nreal time, minus `engine.window.text_context=0`, paired" in body

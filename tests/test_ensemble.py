@@ -85,3 +85,7 @@ def test_a_spoken_card_lists_gold_transcripts_after_the_text_branch_with_their_r
     )
     assert lines[gold - 1].endswith("with its utterance's label.")
     assert lines[gold + 1].startswith("  - audio:")
+    late = next(i for i, x in enumerate(lines) if x.startswith("- Windows were cut"))
+    assert "25% of training windows" in lines[late + 1]  # the config's lag, not a fixed text
+    assert lines[late + 2].startswith("  of a window 0.5-1.5 s earlier (data.late_hops)")
+    assert lines[late + 3].startswith("- English only")

