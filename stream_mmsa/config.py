@@ -130,6 +130,12 @@ class EngineConfig(_Section):
     )
     asr_model: str = "tiny.en"
     asr_model_path: str | None = None
+    asr_step_s: float = Field(
+        1.0,
+        gt=0,
+        description="decode after this much new speech (AsrConfig.step_s): less text lag "
+        "for more recogniser work",
+    )
     threads: int = Field(2, ge=1, description="CPU threads of the speech recogniser")
     model_threads: int = Field(
         1, ge=1, description="torch threads; 1 beside ASR and face on 2 cores (2 spin-wait)"

@@ -74,7 +74,9 @@ def face(context: ExtractorContext) -> Extractor:
 def transcript_config(config: EngineConfig, realtime: bool) -> AsrConfig:
     """The recogniser's settings: real time skips audio it cannot catch up with (more than
     8 s behind); offline it decodes it all."""
-    return AsrConfig(model=config.asr_model, max_pending_s=8.0 if realtime else None)
+    return AsrConfig(
+        model=config.asr_model, step_s=config.asr_step_s, max_pending_s=8.0 if realtime else None
+    )
 
 
 @reads("audio")
