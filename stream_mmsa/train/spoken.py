@@ -534,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="eval: remove these modalities from every window (how much the model relies on them)",
     )
     parser.add_argument(
-        "--late", action="store_true", help="eval: every window's text lags 1-3 hops (ASR lag)"
+        "--late",
+        action="store_true",
+        help=f"eval: every window's text lags 1-{LATE_HOPS} hops (ASR lag)",
     )
     parser.add_argument("--imagine", choices=["gate", "always", "never"], default="gate")
     parser.add_argument(
@@ -641,7 +643,8 @@ def readme_block(
     lines = [
         f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on MOSI **valid** "
         f"(selection set) spoken in {speech}; per utterance = mean score of its windows; "
-        "text late = every window's text lags 1-3 hops (0.5-1.5 s of ASR lag).",
+        f"text late = every window's text lags 1-{LATE_HOPS} hops "
+        f"(0.5-{LATE_HOPS * 0.5:g} s of ASR lag).",
         "",
         *metrics_table("MOSI valid, spoken through the engine", rows),
     ]
