@@ -60,3 +60,5 @@ def test_the_recogniser_step_comes_from_the_engine_config() -> None:
     assert transcript_config(engine.model_copy(update={"asr_step_s": 1.0}), False).step_s == 1.0
     with pytest.raises(ConfigError):
         load_config(CONFIG_DIR / "engine.yaml", ["engine.asr_step_s=0"])
+    with pytest.raises(ConfigError, match="late_hops"):  # late text lags at least one hop
+        load_config(CONFIG_DIR / "engine.yaml", ["data.late_hops=0"])
