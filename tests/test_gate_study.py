@@ -9,6 +9,8 @@ Spearman correlation within ±0.12 of 0 (two standard errors, 2/√300); the ful
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,7 @@ from stream_mmsa.model.prompts import N_PATTERNS
 from stream_mmsa.model.types import QUALITY_SIGNALS
 from stream_mmsa.train.ablation import _pairs, verdict
 from stream_mmsa.train.gate_study import Judged, auroc, bootstrap, fit_plain, judge, spearman
+from stream_mmsa.train.late_text import decision_profile, realised_gains, video_groups, video_of
 from stream_mmsa.train.protocols import ModalityPattern
 from stream_mmsa.train.run import build_model
 from stream_mmsa.train.synthetic import make_synthetic
@@ -120,6 +123,64 @@ def test_fit_evaluator_learns_a_rule_from_a_quality_signal() -> None:
     assert float((gate[:, 0] == continues).float().mean()) > 0.9
     fixed = min(test.errors(test.missing).mean(), test.errors(~test.missing).mean())
     assert test.errors(gate).mean() < fixed
+
+
+def _video_rule(videos: int, seed: int, d: int = 32) -> Decisions:
+    """Late text in videos of 4 utterances of 10 windows: imagining it helps in half of the
+    videos and hurts in the others, and only the recalled summary, one per video (as
+    recalled words name a video's topic), tells them apart: nothing that carries over to a
+    new video."""
+    gen = torch.Generator().manual_seed(seed)
+    n = videos * 40
+    video, utterance = torch.arange(n) // 40, torch.arange(n) // 10
+    label = (torch.randn(videos * 4, generator=gen) * 1.5)[utterance]
+    helps = (torch.rand(videos, generator=gen) < 0.5)[video]
+    noise = torch.randn(n, generator=gen) * 0.5
+    pred = torch.zeros(n, 8)
+    pred[:, 1] = torch.where(helps, label + noise, -0.5 * label + noise)
+    quality = torch.zeros(n, len(QUALITY_SIGNALS))
+    quality[:, QUALITY_SIGNALS.index("recall_words")] = torch.rand(n, generator=gen)
+    available = torch.randn(videos * 4, 3, d, generator=gen)[utterance]
+    available[:, 0] = 0.0
+    recalled = 3 * torch.randn(videos, d, generator=gen)[video]
+    missing = torch.zeros(n, 3, dtype=torch.bool)
+    missing[:, 0] = True
+    inputs = EvaluatorInputs(available, recalled, quality, torch.full((n,), 6))
+    ids = [f"v{seed}-{int(u) // 4}_{int(u)}#{i}" for i, u in enumerate(utterance)]
+    return Decisions(inputs, pred, label, label, missing, ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 3])
+def test_folds_by_video_keep_a_video_rule_from_passing_as_a_decision(seed: int) -> None:
+    """Folded by utterance, the evaluator learns each video from its other utterances, the
+    out-of-fold scores look informative and a threshold is kept; folded by video
+    (`groups`), the search finds nothing that holds on new videos: a uniform policy."""
+
+    class Stub(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.evaluator = MissingModalityEvaluator(32, 16)
+            self.register_buffer("tau", torch.zeros(N_PATTERNS, 3))
+
+    data = _video_rule(12, seed)
+    by_utterance, by_video = Stub(), Stub()
+    fit_evaluator(by_utterance, data, seed=seed)  # type: ignore[arg-type]
+    fit_evaluator(by_video, data, seed=seed, groups=video_groups(data))  # type: ignore[arg-type]
+    assert math.isfinite(float(by_utterance.tau[6, 0]))
+    assert math.isinf(float(by_video.tau[6, 0]))
+
+
+def test_a_gate_that_never_skipped_says_so() -> None:
+    rows = torch.tensor([[1.0, 1.0, 0.2], [1.0, 0.0, -0.1]])  # imagined, continues, gain
+    profile = decision_profile(rows)
+    assert profile["gain_when_skipped"] is None
+    assert realised_gains(profile) == "realised gain when imagined +0.050 MAE, none skipped"
+
+
+def test_video_groups_follow_mosi_ids() -> None:
+    assert video_of("03bSnISJMiM_11#4") == video_of("03bSnISJMiM_2") == "03bSnISJMiM"
+    assert video_of("a_b_c_3#0") == "a_b_c"
 
 
 @pytest.mark.parametrize(

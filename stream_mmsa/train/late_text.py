@@ -12,8 +12,10 @@ new utterance since) say when.
 
 The study: the engine checkpoint's backbone stays frozen (it never saw MOSI valid); per
 seed, videos are split in two halves, the evaluator and τ are fitted on one half and
-judged on the other, then the other way round (2-fold by video). `--ship` then fits the
-evaluator on every video and writes the checkpoint with its card.
+judged on the other, then the other way round (2-fold by video). Inside a half the fit's
+own folds and standard errors count a video, not an utterance, as one piece of evidence
+(`video_groups`), as the halves do. `--ship` then fits the evaluator on every video and
+writes the checkpoint with its card.
 `python -m stream_mmsa.train.late_text --config configs/engine.yaml` writes
 docs/ablation-spoken.md, its plot and figures.
 """
@@ -61,11 +63,25 @@ class LatePair:
     utterance: str
 
 
+def video_of(sample_id: str) -> str:
+    """The MOSI video a clip or window id belongs to ("<video>_<clip>[#<window>]")."""
+    return sample_id.split("#", 1)[0].rsplit("_", 1)[0]
+
+
+def video_groups(data: Decisions) -> torch.Tensor:
+    """(N,) one group per video: the evaluator's evidence unit here. A video's utterances
+    share a speaker and a topic, their labels go together, and a window's recalled text is
+    often another utterance's words, so folds by utterance would leak."""
+    names = [video_of(i) for i in data.ids]
+    index = {name: k for k, name in enumerate(dict.fromkeys(names))}
+    return torch.tensor([index[name] for name in names], dtype=torch.long)
+
+
 def _timeline(records: Sequence[TextRecord], directory: Path) -> dict[str, list[tuple]]:
     """Per video, its utterances back to back: (record, window, global end) in time order."""
     by_video: dict[str, list[TextRecord]] = defaultdict(list)
     for record in records:
-        by_video[record.id.rsplit("_", 1)[0]].append(record)
+        by_video[video_of(record.id)].append(record)
     out: dict[str, list[tuple]] = {}
     for video, clips in by_video.items():
         clips.sort(key=lambda r: int(r.id.rsplit("_", 1)[1]))
@@ -192,12 +208,14 @@ def study_seed(
         fit_rows = torch.from_numpy(np.isin(videos, list(a)))
         test_rows = torch.from_numpy(np.isin(videos, list(b)))
         fitted = data.rows(fit_rows)
-        fit_evaluator(model.fusion, fitted, seed=seed)
+        fit_evaluator(model.fusion, fitted, seed=seed, groups=video_groups(fitted))
         plain = fit_plain(fitted, seed)
         held = data.rows(test_rows)
         judged = judge(model.fusion, held, plain, groups[test_rows.numpy()])
         decisions.append(decided(model, held))
-        fit_evaluator(model.fusion, fitted, target="teacher", seed=seed)
+        fit_evaluator(
+            model.fusion, fitted, target="teacher", seed=seed, groups=video_groups(fitted)
+        )
         judged.errors[TEACHER] = held.errors(gate_decisions(model.fusion, held)).numpy()
         judged.errors[RULE] = held.errors(recall_rule(held)).numpy()
         parts.append(judged)
@@ -230,13 +248,14 @@ def decided(model: SentimentModel, data: Decisions) -> torch.Tensor:
     return torch.stack([gate[:, 0].float(), continues.float(), gain], 1)
 
 
-def decision_profile(rows: torch.Tensor) -> dict[str, float]:
+def decision_profile(rows: torch.Tensor) -> dict[str, float | None]:
     """Imagine rate of late text with and without a recall that continues the utterance,
-    and the realised gain when the gate imagines or skips, over held-out windows."""
+    and the realised gain when the gate imagines or skips, over held-out windows (None:
+    no such window)."""
     text, continues, gain = rows[:, 0] > 0.5, rows[:, 1] > 0.5, rows[:, 2]
 
-    def mean(x: torch.Tensor) -> float:
-        return float(x.float().mean()) if len(x) else math.nan
+    def mean(x: torch.Tensor) -> float | None:
+        return float(x.float().mean()) if len(x) else None
 
     return {
         "imagine_rate_recall_continues": mean(text[continues]),
@@ -302,12 +321,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.ship:
         pairs = late_pairs(records, encoder, config.engine, seeds[0])
         scored = score_pairs(model, pairs, dims, SHIP_PATTERNS)
-        fit = fit_evaluator(model.fusion, scored, seed=seeds[0])
+        fit = fit_evaluator(model.fusion, scored, seed=seeds[0], groups=video_groups(scored))
         card = _card(extra["model_card"], fit, profile, intervals, args)
         extra = {**extra, "model_card": card}
         save_sentiment_model(args.ship, model, extra)
         args.ship.with_suffix(".md").write_text(card)
         console.print(f"wrote {args.ship}")
+
+
+def realised_gains(profile: dict[str, float | None]) -> str:
+    """The realised gain (MAE) when the gate imagined and when it skipped, or that it never did."""
+    parts = []
+    for action in ("imagined", "skipped"):
+        value = profile[f"gain_when_{action}"]
+        parts.append(f"none {action}" if value is None else f"when {action} {value:+.3f} MAE")
+    return f"realised gain {', '.join(parts)}"
 
 
 def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
@@ -320,7 +348,9 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
         "video's utterances back to back; each window with words made late with a recogniser "
         f"lag drawn from {', '.join(map(str, LAGS))} s, recalling the latest text ready by "
         "then (train/late_text.py). Per seed, 2-fold by video: the evaluator and τ are fitted "
-        "on one half and judged on the other, both ways. Mean |error| per window, lower is "
+        "on one half and judged on the other, both ways; inside a half, the evaluator's folds "
+        "and the threshold search's standard errors count a video as one piece of evidence. "
+        "Mean |error| per window, lower is "
         "better; the lag draw is simulated, the text, audio and recognition errors are real. "
         f"`{TEACHER}`: the same evaluator fitted to the complete flow's predictions (the "
         "window with its text ready) as pseudo labels instead of the labels. "
@@ -343,8 +373,7 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
         f"{100 * profile['imagine_rate_recall_continues']:.0f} % of windows whose recall "
         "continues the utterance and "
         f"{100 * profile['imagine_rate_recall_older_utterance']:.0f} % of the others; "
-        f"realised gain when imagined {profile['gain_when_imagined']:+.3f}, when skipped "
-        f"{profile['gain_when_skipped']:+.3f} MAE.",
+        f"{realised_gains(profile)}.",
         "",
         f"![mean |error| per method]({args.out.with_suffix('.png').name})",
     ]
@@ -405,9 +434,8 @@ def _card(card: str, fit, profile, intervals, args) -> str:
         *rules,
         "- Decisions on spoken MOSI valid, held-out halves (docs/ablation-spoken.md): late text",
         f"  imagined in {100 * profile['imagine_rate_recall_continues']:.0f} % of windows whose "
-        f"recall continues the utterance, {older:.0f} % of the others; realised",
-        f"  gain when imagined {profile['gain_when_imagined']:+.3f} MAE, when skipped "
-        f"{profile['gain_when_skipped']:+.3f}; gate − better fixed policy "
+        f"recall continues the utterance, {older:.0f} % of the others;",
+        f"  {realised_gains(profile)}; gate − better fixed policy "
         f"{gate['difference']:+.3f} [{gate['ci95_low']:+.3f}, {gate['ci95_high']:+.3f}].",
     ]
     return "\n".join(kept) + "\n"
