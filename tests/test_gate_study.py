@@ -29,7 +29,7 @@ from stream_mmsa.model.prompts import N_PATTERNS
 from stream_mmsa.model.types import QUALITY_SIGNALS
 from stream_mmsa.train.ablation import _pairs, verdict
 from stream_mmsa.train.gate_study import Judged, auroc, bootstrap, fit_plain, judge, spearman
-from stream_mmsa.train.late_text import decision_profile, realised_gains, video_groups, video_of
+from stream_mmsa.train.late_text import decision_profile, realised_gains, video_of
 from stream_mmsa.train.protocols import ModalityPattern
 from stream_mmsa.train.run import build_model
 from stream_mmsa.train.synthetic import make_synthetic
@@ -166,7 +166,7 @@ def test_folds_by_video_keep_a_video_rule_from_passing_as_a_decision(seed: int) 
     data = _video_rule(12, seed)
     by_utterance, by_video = Stub(), Stub()
     fit_evaluator(by_utterance, data, seed=seed)  # type: ignore[arg-type]
-    fit_evaluator(by_video, data, seed=seed, groups=video_groups(data))  # type: ignore[arg-type]
+    fit_evaluator(by_video, data, seed=seed, groups=data.groups(video_of))  # type: ignore[arg-type]
     assert math.isfinite(float(by_utterance.tau[6, 0]))
     assert math.isinf(float(by_video.tau[6, 0]))
 
@@ -178,7 +178,7 @@ def test_a_gate_that_never_skipped_says_so() -> None:
     assert realised_gains(profile) == "realised gain when imagined +0.050 MAE, none skipped"
 
 
-def test_video_groups_follow_mosi_ids() -> None:
+def test_videos_follow_mosi_ids() -> None:
     assert video_of("03bSnISJMiM_11#4") == video_of("03bSnISJMiM_2") == "03bSnISJMiM"
     assert video_of("a_b_c_3#0") == "a_b_c"
 

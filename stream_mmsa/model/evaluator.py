@@ -17,7 +17,7 @@ score is therefore a log-odds that imagining lowers the error (> 0: imagine).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -249,10 +249,11 @@ class Decisions:
     def _group_names(self) -> list[str]:
         return [i.split("#", 1)[0] for i in self.ids]
 
-    def groups(self) -> Tensor:
+    def groups(self, key: Callable[[str], str] | None = None) -> Tensor:
         """(N,) group index per sample: what its id names before "#" (one utterance's
-        windows), so near-duplicate windows count as one piece of evidence."""
-        names = self._group_names()
+        windows), so near-duplicate windows count as one piece of evidence; or what `key`
+        names from the id, for coarser evidence units."""
+        names = self._group_names() if key is None else [key(i) for i in self.ids]
         index = {name: k for k, name in enumerate(dict.fromkeys(names))}
         return torch.tensor([index[name] for name in names], dtype=torch.long)
 

@@ -14,7 +14,7 @@ The study: the engine checkpoint's backbone stays frozen (it never saw MOSI vali
 seed, videos are split in two halves, the evaluator and τ are fitted on one half and
 judged on the other, then the other way round (2-fold by video). Inside a half the fit's
 own folds and standard errors count a video, not an utterance, as one piece of evidence
-(`video_groups`), as the halves do. `--ship` then fits the evaluator on every video and
+(`video_of`), as the halves do. `--ship` then fits the evaluator on every video and
 writes the checkpoint with its card.
 `python -m stream_mmsa.train.late_text --config configs/engine.yaml` writes
 docs/ablation-spoken.md, its plot and figures.
@@ -64,17 +64,11 @@ class LatePair:
 
 
 def video_of(sample_id: str) -> str:
-    """The MOSI video a clip or window id belongs to ("<video>_<clip>[#<window>]")."""
-    return sample_id.split("#", 1)[0].rsplit("_", 1)[0]
-
-
-def video_groups(data: Decisions) -> torch.Tensor:
-    """(N,) one group per video: the evaluator's evidence unit here. A video's utterances
+    """The MOSI video a clip or window id belongs to ("<video>_<clip>[#<window>]"): the
+    evaluator's evidence unit here (`Decisions.groups(video_of)`). A video's utterances
     share a speaker and a topic, their labels go together, and a window's recalled text is
     often another utterance's words, so folds by utterance would leak."""
-    names = [video_of(i) for i in data.ids]
-    index = {name: k for k, name in enumerate(dict.fromkeys(names))}
-    return torch.tensor([index[name] for name in names], dtype=torch.long)
+    return sample_id.split("#", 1)[0].rsplit("_", 1)[0]
 
 
 def _timeline(records: Sequence[TextRecord], directory: Path) -> dict[str, list[tuple]]:
@@ -208,13 +202,13 @@ def study_seed(
         fit_rows = torch.from_numpy(np.isin(videos, list(a)))
         test_rows = torch.from_numpy(np.isin(videos, list(b)))
         fitted = data.rows(fit_rows)
-        fit_evaluator(model.fusion, fitted, seed=seed, groups=video_groups(fitted))
+        fit_evaluator(model.fusion, fitted, seed=seed, groups=fitted.groups(video_of))
         plain = fit_plain(fitted, seed)
         held = data.rows(test_rows)
         judged = judge(model.fusion, held, plain, groups[test_rows.numpy()])
         decisions.append(decided(model, held))
         fit_evaluator(
-            model.fusion, fitted, target="teacher", seed=seed, groups=video_groups(fitted)
+            model.fusion, fitted, target="teacher", seed=seed, groups=fitted.groups(video_of)
         )
         judged.errors[TEACHER] = held.errors(gate_decisions(model.fusion, held)).numpy()
         judged.errors[RULE] = held.errors(recall_rule(held)).numpy()
@@ -321,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.ship:
         pairs = late_pairs(records, encoder, config.engine, seeds[0])
         scored = score_pairs(model, pairs, dims, SHIP_PATTERNS)
-        fit = fit_evaluator(model.fusion, scored, seed=seeds[0], groups=video_groups(scored))
+        fit = fit_evaluator(model.fusion, scored, seed=seeds[0], groups=scored.groups(video_of))
         card = _card(extra["model_card"], fit, profile, intervals, args)
         extra = {**extra, "model_card": card}
         save_sentiment_model(args.ship, model, extra)
