@@ -80,6 +80,15 @@ def test_bootstrap_interval_covers_a_known_difference() -> None:
     assert result["gate - oracle"]["difference"] == pytest.approx(0.2)
 
 
+class _GateOnly(nn.Module):
+    """What fit_evaluator and gate_decisions touch of a FusionModel: the evaluator and τ."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.evaluator = MissingModalityEvaluator(d, 16)
+        self.register_buffer("tau", torch.zeros(N_PATTERNS, 3))
+
+
 def _known_rule(groups: int, seed: int) -> Decisions:
     """Late text in utterances of 10 windows: imagining it helps iff recall_continues, by
     how much depends on the utterance's label; the summaries name the utterance only."""
@@ -108,14 +117,7 @@ def _known_rule(groups: int, seed: int) -> Decisions:
 def test_fit_evaluator_learns_a_rule_from_a_quality_signal() -> None:
     """The rule lives in one quality signal and the summaries can only memorise utterances:
     on new utterances the fitted gate follows the signal and beats both fixed policies."""
-
-    class Stub(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.evaluator = MissingModalityEvaluator(8, 16)
-            self.register_buffer("tau", torch.zeros(N_PATTERNS, 3))
-
-    model = Stub()
+    model = _GateOnly(8)
     fit_evaluator(model, _known_rule(40, 0), seed=0)  # type: ignore[arg-type]
     test = _known_rule(40, 1)
     gate = gate_decisions(model, test)  # type: ignore[arg-type]
@@ -156,15 +158,8 @@ def test_folds_by_video_keep_a_video_rule_from_passing_as_a_decision(seed: int) 
     """Folded by utterance, the evaluator learns each video from its other utterances, the
     out-of-fold scores look informative and a threshold is kept; folded by video
     (`groups`), the search finds nothing that holds on new videos: a uniform policy."""
-
-    class Stub(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.evaluator = MissingModalityEvaluator(32, 16)
-            self.register_buffer("tau", torch.zeros(N_PATTERNS, 3))
-
     data = _video_rule(12, seed)
-    by_utterance, by_video = Stub(), Stub()
+    by_utterance, by_video = _GateOnly(32), _GateOnly(32)
     fit_evaluator(by_utterance, data, seed=seed)  # type: ignore[arg-type]
     fit_evaluator(by_video, data, seed=seed, groups=data.groups(video_of))  # type: ignore[arg-type]
     assert math.isfinite(float(by_utterance.tau[6, 0]))
