@@ -202,8 +202,11 @@ def test_load_label_csv(tmp_path):
     path = tmp_path / "label.csv"
     path.write_text(CSV, encoding="utf-8")
     train = load_label_csv(path, "train")
-    assert train == [TextRecord("v1_1", "hello, world", 2.4), TextRecord("v2_82_7", "fine", 0.0)]
-    assert load_label_csv(path, "valid") == [TextRecord("v1_2", "not good", -1.8)]
+    assert train == [
+        TextRecord("v1_1", "hello, world", 2.4, "v1", 1.0),
+        TextRecord("v2_82_7", "fine", 0.0, "v2", 82.7),  # MOSEI: the clip id is its start
+    ]
+    assert load_label_csv(path, "valid") == [TextRecord("v1_2", "not good", -1.8, "v1", 2.0)]
     with pytest.raises(ValueError, match="withholds the test split"):
         load_label_csv(path, "test")
 

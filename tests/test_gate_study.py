@@ -29,7 +29,7 @@ from stream_mmsa.model.prompts import N_PATTERNS
 from stream_mmsa.model.types import QUALITY_SIGNALS
 from stream_mmsa.train.ablation import _pairs, verdict
 from stream_mmsa.train.gate_study import Judged, auroc, bootstrap, fit_plain, judge, spearman
-from stream_mmsa.train.late_text import decision_profile, realised_gains, video_of
+from stream_mmsa.train.late_text import LatePair, decision_profile, realised_gains, video_key
 from stream_mmsa.train.protocols import ModalityPattern
 from stream_mmsa.train.run import build_model
 from stream_mmsa.train.synthetic import make_synthetic
@@ -152,6 +152,11 @@ def _video_rule(videos: int, seed: int, d: int = 32) -> Decisions:
     return Decisions(inputs, pred, label, label, missing, ids)
 
 
+def _video(sample_id: str) -> str:
+    """`_video_rule`'s ids are "<video>_<utterance>#<window>"."""
+    return sample_id.split("#", 1)[0].rsplit("_", 1)[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 3])
 def test_folds_by_video_keep_a_video_rule_from_passing_as_a_decision(seed: int) -> None:
@@ -161,7 +166,7 @@ def test_folds_by_video_keep_a_video_rule_from_passing_as_a_decision(seed: int) 
     data = _video_rule(12, seed)
     by_utterance, by_video = _GateOnly(32), _GateOnly(32)
     fit_evaluator(by_utterance, data, seed=seed)  # type: ignore[arg-type]
-    fit_evaluator(by_video, data, seed=seed, groups=data.groups(video_of))  # type: ignore[arg-type]
+    fit_evaluator(by_video, data, seed=seed, groups=data.groups(_video))  # type: ignore[arg-type]
     assert math.isfinite(float(by_utterance.tau[6, 0]))
     assert math.isinf(float(by_video.tau[6, 0]))
 
@@ -173,9 +178,15 @@ def test_a_gate_that_never_skipped_says_so() -> None:
     assert realised_gains(profile) == "realised gain when imagined +0.050 MAE, none skipped"
 
 
-def test_videos_follow_mosi_ids() -> None:
-    assert video_of("03bSnISJMiM_11#4") == video_of("03bSnISJMiM_2") == "03bSnISJMiM"
-    assert video_of("a_b_c_3#0") == "a_b_c"
+def test_a_window_counts_for_its_video_whatever_its_id_holds() -> None:
+    """MOSEI's video and clip ids both hold underscores: the video comes from the record."""
+    pairs = [
+        LatePair(None, None, video, utterance)
+        for utterance, video in [("-3g5_yA_82_7645", "-3g5_yA"), ("03bSnISJMiM_11", "03bSnISJMiM")]  # type: ignore[arg-type]
+    ]
+    key = video_key(pairs)
+    assert key("-3g5_yA_82_7645#4") == "-3g5_yA"
+    assert key("03bSnISJMiM_11#0") == "03bSnISJMiM"
 
 
 @pytest.mark.parametrize(

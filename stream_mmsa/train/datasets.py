@@ -48,6 +48,11 @@ class TextRecord:
     id: str
     text: str
     label: float
+    video: str = ""
+    """The label.csv video_id: a video's clips share a speaker and a topic."""
+    order: float = 0.0
+    """Where the clip sits in its video: MOSI's clip number, MOSEI's start time (its clip ids
+    are "<seconds>_<fraction>"), else its row in the file."""
 
 
 class MultimodalDataset(Dataset[Sample]):
@@ -253,7 +258,14 @@ def load_label_csv(path: str | Path, split: str) -> list[TextRecord]:
             label = float(row["label"])
         except ValueError:
             raise ValueError(f"{path}:{line}: label {row['label']!r} is not a number") from None
-        records.append(TextRecord(f"{row['video_id']}_{row['clip_id']}", row["text"], label))
+        clip = row["clip_id"]
+        try:
+            order = float(clip.replace("_", "."))
+        except ValueError:
+            order = float(line)
+        records.append(
+            TextRecord(f"{row['video_id']}_{clip}", row["text"], label, row["video_id"], order)
+        )
     if not records:
         modes = sorted({row["mode"] for row in rows})
         hint = (

@@ -14,7 +14,7 @@ The study: the engine checkpoint's backbone stays frozen (it never saw MOSI vali
 seed, videos are split in two halves, the evaluator and τ are fitted on one half and
 judged on the other, then the other way round (2-fold by video). Inside a half the fit's
 own folds and standard errors count a video, not an utterance, as one piece of evidence
-(`video_of`), as the halves do. `--ship` then fits the evaluator on every video and
+(`video_key`), as the halves do. `--ship` then fits the evaluator on every video and
 writes the checkpoint with its card.
 `python -m stream_mmsa.train.late_text --config configs/engine.yaml` writes
 docs/ablation-spoken.md, its plot and figures.
@@ -28,7 +28,8 @@ import math
 import random
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from ..model.quality import Recall, quality_signals
 from ..model.sentiment import SentimentModel, save_sentiment_model
 from ..model.types import MODALITIES, QUALITY_SIGNALS
 from .ablation import interval_lines, plot_study, summary, table, verdict
-from .datasets import Sample, TextRecord, collate
+from .datasets import Sample, TextRecord, collate, load_label_csv
 from .gate_study import METHODS, Judged, auroc, bootstrap, fit_plain, judge, spearman
 from .protocols import ModalityPattern
 from .readme import write_block
@@ -63,22 +64,23 @@ class LatePair:
     utterance: str
 
 
-def video_of(sample_id: str) -> str:
-    """The MOSI video a clip or window id belongs to ("<video>_<clip>[#<window>]"): the
-    evaluator's evidence unit here (`Decisions.groups(video_of)`). A video's utterances
-    share a speaker and a topic, their labels go together, and a window's recalled text is
-    often another utterance's words, so folds by utterance would leak."""
-    return sample_id.split("#", 1)[0].rsplit("_", 1)[0]
+def video_key(pairs: Sequence[LatePair]) -> Callable[[str], str]:
+    """A window id's video, the evaluator's evidence unit here (`Decisions.groups`). A
+    video's utterances share a speaker and a topic, their labels go together, and a
+    window's recalled text is often another utterance's words, so folds by utterance would
+    leak."""
+    videos = {p.utterance: p.video for p in pairs}
+    return lambda sample_id: videos[sample_id.split("#", 1)[0]]
 
 
 def _timeline(records: Sequence[TextRecord], directory: Path) -> dict[str, list[tuple]]:
     """Per video, its utterances back to back: (record, window, global end) in time order."""
     by_video: dict[str, list[TextRecord]] = defaultdict(list)
     for record in records:
-        by_video[video_of(record.id)].append(record)
+        by_video[record.video].append(record)
     out: dict[str, list[tuple]] = {}
     for video, clips in by_video.items():
-        clips.sort(key=lambda r: int(r.id.rsplit("_", 1)[1]))
+        clips.sort(key=lambda r: r.order)
         offset, rows = 0.0, []
         for record in clips:
             windows = _load(directory / f"{record.id}.pkl")
@@ -184,6 +186,43 @@ def _halves(videos: list[str], seed: int) -> tuple[set[str], set[str]]:
     return set(shuffled[::2]), set(shuffled[1::2])
 
 
+@contextmanager
+def _evaluator_kept(model: SentimentModel) -> Iterator[None]:
+    """Studies refit the evaluator and τ; the model leaves them as it came."""
+    state = {k: v.clone() for k, v in model.fusion.evaluator.state_dict().items()}
+    tau = model.fusion.tau.clone()
+    try:
+        yield
+    finally:
+        model.fusion.evaluator.load_state_dict(state)
+        model.fusion.tau.copy_(tau)
+
+
+def _fit_and_judge(
+    model: SentimentModel,
+    fitted: Decisions,
+    held: Decisions,
+    evidence: torch.Tensor,
+    groups: np.ndarray,
+    seed: int,
+) -> tuple[Judged, torch.Tensor]:
+    """Fit the evaluator (on labels, and on the teacher for `TEACHER`) and plain on
+    `fitted`; every column's errors on `held` with the gate's decisions there (`decided`)."""
+    fit_evaluator(model.fusion, fitted, seed=seed, groups=evidence)
+    plain = fit_plain(fitted, seed)
+    judged = judge(model.fusion, held, plain, groups)
+    decisions = decided(model, held)
+    fit_evaluator(model.fusion, fitted, target="teacher", seed=seed, groups=evidence)
+    judged.errors[TEACHER] = held.errors(gate_decisions(model.fusion, held)).numpy()
+    judged.errors[RULE] = held.errors(recall_rule(held)).numpy()
+    return judged, decisions
+
+
+def _utterance_groups(pairs: Sequence[LatePair]) -> np.ndarray:
+    utterances = {u: i for i, u in enumerate(sorted({p.utterance for p in pairs}))}
+    return np.array([utterances[p.utterance] for p in pairs])
+
+
 def study_seed(
     model: SentimentModel, pairs: list[LatePair], dims: dict[str, int], seed: int
 ) -> tuple[Judged, torch.Tensor]:
@@ -191,37 +230,42 @@ def study_seed(
     with their decisions (`decided`)."""
     data = score_pairs(model, pairs, dims)
     videos = np.array([p.video for p in pairs])
-    utterances = {u: i for i, u in enumerate(sorted({p.utterance for p in pairs}))}
-    groups = np.array([utterances[p.utterance] for p in pairs])
-    state = {k: v.clone() for k, v in model.fusion.evaluator.state_dict().items()}
-    tau = model.fusion.tau.clone()
-    parts: list[Judged] = []
-    decisions = []
+    by_video = video_key(pairs)
+    groups = _utterance_groups(pairs)
+    parts: list[tuple[Judged, torch.Tensor]] = []
     one, other = _halves(sorted(set(videos)), seed)
-    for a, b in ((one, other), (other, one)):
-        fit_rows = torch.from_numpy(np.isin(videos, list(a)))
-        test_rows = torch.from_numpy(np.isin(videos, list(b)))
-        fitted = data.rows(fit_rows)
-        evidence = fitted.groups(video_of)
-        fit_evaluator(model.fusion, fitted, seed=seed, groups=evidence)
-        plain = fit_plain(fitted, seed)
-        held = data.rows(test_rows)
-        judged = judge(model.fusion, held, plain, groups[test_rows.numpy()])
-        decisions.append(decided(model, held))
-        fit_evaluator(model.fusion, fitted, target="teacher", seed=seed, groups=evidence)
-        judged.errors[TEACHER] = held.errors(gate_decisions(model.fusion, held)).numpy()
-        judged.errors[RULE] = held.errors(recall_rule(held)).numpy()
-        parts.append(judged)
-    model.fusion.evaluator.load_state_dict(state)
-    model.fusion.tau.copy_(tau)
+    with _evaluator_kept(model):
+        for a, b in ((one, other), (other, one)):
+            fitted = data.rows(torch.from_numpy(np.isin(videos, list(a))))
+            test_rows = np.isin(videos, list(b))
+            held = data.rows(torch.from_numpy(test_rows))
+            evidence = fitted.groups(by_video)
+            parts.append(_fit_and_judge(model, fitted, held, evidence, groups[test_rows], seed))
+    judged = [j for j, _ in parts]
     joined = Judged(
-        {k: np.concatenate([p.errors[k] for p in parts]) for k in COLUMNS},
-        np.concatenate([p.groups for p in parts]),
-        np.concatenate([p.predicted for p in parts]),
-        np.concatenate([p.realised for p in parts]),
-        statistics.fmean(p.imagine_rate for p in parts),
+        {k: np.concatenate([j.errors[k] for j in judged]) for k in COLUMNS},
+        np.concatenate([j.groups for j in judged]),
+        np.concatenate([j.predicted for j in judged]),
+        np.concatenate([j.realised for j in judged]),
+        statistics.fmean(j.imagine_rate for j in judged),
     )
-    return joined, torch.cat(decisions)
+    return joined, torch.cat([d for _, d in parts])
+
+
+def study_across(
+    model: SentimentModel,
+    fit_pairs: list[LatePair],
+    pairs: list[LatePair],
+    dims: dict[str, int],
+    seed: int,
+) -> tuple[Judged, torch.Tensor]:
+    """Fit on another corpus's windows (`fit_pairs`, every video), judge on all of `pairs`:
+    many more videos to fit on, and every judged video held out."""
+    fitted = score_pairs(model, fit_pairs, dims)
+    held = score_pairs(model, pairs, dims)
+    evidence = fitted.groups(video_key(fit_pairs))
+    with _evaluator_kept(model):
+        return _fit_and_judge(model, fitted, held, evidence, _utterance_groups(pairs), seed)
 
 
 def recall_rule(data: Decisions) -> torch.Tensor:
@@ -265,7 +309,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", default="1,2,3,4,5")
     parser.add_argument("--out", type=Path, default=Path("docs/ablation-spoken.md"))
     parser.add_argument(
-        "--ship", type=Path, help="then fit on every video and write the checkpoint here"
+        "--fit-on",
+        type=Path,
+        help="a label.csv whose valid split, spoken, fits the evaluator (every video); "
+        "judged on all of the config's valid split instead of 2-fold by video",
+    )
+    parser.add_argument(
+        "--ship",
+        type=Path,
+        help="then fit on every video (of --fit-on if given) and write the checkpoint here",
     )
     args = parser.parse_args(argv)
     from .run import load_for_eval
@@ -278,10 +330,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     dims = dict(model.fusion.config.input_dims)
     (records,) = config_records(config, "valid")
     seeds = [int(s) for s in args.seeds.split(",")]
+    fit_records = load_label_csv(args.fit_on, "valid") if args.fit_on else []
     study, profiles = [], []
     for seed in seeds:
         pairs = late_pairs(records, encoder, config.engine, seed)
-        judged, rows = study_seed(model, pairs, dims, seed)
+        if fit_records:
+            fit_pairs = late_pairs(fit_records, encoder, config.engine, seed)
+            judged, rows = study_across(model, fit_pairs, pairs, dims, seed)
+        else:
+            judged, rows = study_seed(model, pairs, dims, seed)
         study.append({"late text": judged})
         profiles.append(rows)
         profile = decision_profile(rows)
@@ -302,19 +359,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures = {"intervals": intervals, "ranking": ranking, "decisions": profile}
     args.out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
     command = f"python -m stream_mmsa.train.late_text --config {args.config.as_posix()}"
+    command += _fit_on(args)
+    block = "ablation-spoken-across" if args.fit_on else "ablation-spoken"
     if args.checkpoint is None:  # the engine's own model: the README's figures
-        write_block(Path("README.md"), "ablation-spoken", summary(figures, command, args.out))
+        write_block(Path("README.md"), block, summary(figures, command, args.out))
+    judged = f"fitted on {args.fit_on.parent.name}" if args.fit_on else "held-out halves"
     plot_study(
-        study,
-        args.out.with_suffix(".png"),
-        "late text, spoken MOSI valid (held-out halves)",
-        COLUMNS,
+        study, args.out.with_suffix(".png"), f"late text, spoken MOSI valid ({judged})", COLUMNS
     )
     print(report)
     if args.ship:
-        pairs = late_pairs(records, encoder, config.engine, seeds[0])
+        pairs = late_pairs(fit_records or records, encoder, config.engine, seeds[0])
         scored = score_pairs(model, pairs, dims, SHIP_PATTERNS)
-        fit = fit_evaluator(model.fusion, scored, seed=seeds[0], groups=scored.groups(video_of))
+        fit = fit_evaluator(
+            model.fusion, scored, seed=seeds[0], groups=scored.groups(video_key(pairs))
+        )
         card = _card(extra["model_card"], fit, profile, intervals, args)
         extra = {**extra, "model_card": card}
         save_sentiment_model(args.ship, model, extra)
@@ -332,18 +391,17 @@ def realised_gains(profile: dict[str, float | None]) -> str:
 
 
 def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
+    corpora = f"MOSI and {args.fit_on.parent.name}" if args.fit_on else "MOSI"
     lines = [
         "# Late text on spoken MOSI valid: the evaluator on real engine windows",
         "",
         f"Made by `python -m stream_mmsa.train.late_text --config {args.config.as_posix()} "
-        f"--seeds {args.seeds}` with the frozen backbone of `{checkpoint.name}`. Windows: the "
-        "engine's own on MOSI valid transcripts spoken by espeak-ng (train/spoken.py), a "
-        "video's utterances back to back; each window with words made late with a recogniser "
+        f"--seeds {args.seeds}{_fit_on(args)}` with the frozen backbone of "
+        f"`{checkpoint.name}`. Windows: the engine's own on {corpora} valid transcripts "
+        "spoken by espeak-ng (train/spoken.py), a video's utterances back to back; each "
+        "window with words made late with a recogniser "
         f"lag drawn from {', '.join(map(str, LAGS))} s, recalling the latest text ready by "
-        "then (train/late_text.py). Per seed, 2-fold by video: the evaluator and τ are fitted "
-        "on one half and judged on the other, both ways; inside a half, the evaluator's folds "
-        "and the threshold search's standard errors count a video as one piece of evidence. "
-        "Mean |error| per window, lower is "
+        f"then (train/late_text.py). {_protocol(args)} Mean |error| per window, lower is "
         "better; the lag draw is simulated, the text, audio and recognition errors are real. "
         f"`{TEACHER}`: the same evaluator fitted to the complete flow's predictions (the "
         "window with its text ready) as pseudo labels instead of the labels. "
@@ -371,6 +429,25 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
         f"![mean |error| per method]({args.out.with_suffix('.png').name})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _fit_on(args) -> str:
+    return f" --fit-on {args.fit_on.as_posix()}" if args.fit_on else ""
+
+
+def _protocol(args) -> str:
+    """How the evaluator was fitted and judged, for the report."""
+    across = (
+        f"the evaluator and τ are fitted on every video of `{args.fit_on.as_posix()}`'s valid "
+        "split, spoken and made late the same way, and judged on every MOSI valid video"
+        if args.fit_on
+        else "2-fold by video: the evaluator and τ are fitted on one half and judged on the "
+        "other, both ways"
+    )
+    return (
+        f"Per seed, {across}; in a fit, the evaluator's folds and the threshold search's "
+        "standard errors count a video as one piece of evidence."
+    )
 
 
 def _power(intervals: dict, utterances: int) -> str:
