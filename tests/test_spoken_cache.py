@@ -39,6 +39,10 @@ def test_readme_block_lists_each_condition_per_window_and_utterance(tmp_path) ->
     against = spoken.readme_block({}, tmp_path / "m.pt", "varied", difference, None, rule)
     assert "eval --readme --against engine.window.sentence_min_words=0` (load " in against
     assert "minus `engine.window.sentence_min_words=0`, paired over 3 utterances" in against
+    mosei = tmp_path / "mosei" / "label.csv"
+    other = spoken.readme_block({}, tmp_path / "m.pt", "varied", valid=mosei)
+    assert f"eval --readme --valid {mosei.as_posix()}` (load " in other
+    assert "on MOSEI **valid** (not the selection set" in other
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- spoken-mosi -->\nold\n<!-- /spoken-mosi -->\nb\n")
     assert write_block(readme, "spoken-mosi", body) and "old" not in readme.read_text()

@@ -14,8 +14,10 @@ The study: the engine checkpoint's backbone stays frozen (it never saw MOSI vali
 seed, videos are split in two halves, the evaluator and τ are fitted on one half and
 judged on the other, then the other way round (2-fold by video). Inside a half the fit's
 own folds and standard errors count a video, not an utterance, as one piece of evidence
-(`video_key`), as the halves do. `--ship` then fits the evaluator on every video and
-writes the checkpoint with its card.
+(`video_key`), as the halves do. `--fit-on` fits instead on another corpus's valid split
+spoken the same way (MOSEI's 298 videos against a half's 5) and judges on every MOSI valid
+video. `--ship` then fits the evaluator on every video and writes the checkpoint with its
+card.
 `python -m stream_mmsa.train.late_text --config configs/engine.yaml` writes
 docs/ablation-spoken.md, its plot and figures.
 """

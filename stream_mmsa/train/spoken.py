@@ -447,7 +447,7 @@ def breakdown(
     def words_span(low: int, high: int) -> str:
         return f"{low}+" if high >= 10**6 else f"{low}" if low == high else f"{low}-{high}"
 
-    lines = ["| MOSI valid, spoken | count | Non0_acc_2 | MAE |", "|---|---|---|---|"]
+    lines = ["| valid split, spoken | count | Non0_acc_2 | MAE |", "|---|---|---|---|"]
     words = np.array([len((s.text or "").split()) for s in samples])
     for low, high in WORD_BINS:
         picked = (words >= low) & (words <= high)
@@ -488,7 +488,7 @@ def recogniser_cost(
     heard = fullest_text(samples)
     kept = [r for r in records if r.id in heard]
     lines = [
-        "| MOSI valid, one score per utterance, text only | Non0_acc_2 | MAE | WER |",
+        "| valid split, one score per utterance, text only | Non0_acc_2 | MAE | WER |",
         "|---|---|---|---|",
     ]
     versions = {
@@ -555,13 +555,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--against-checkpoint", type=Path, help="eval: the baseline's model (default: the same)"
     )
     parser.add_argument(
+        "--valid",
+        type=Path,
+        help="eval: the label.csv whose valid split is spoken and scored (default: the "
+        "config's data.valid_path, the selection set); e.g. ../shared/data/mosei/label.csv, "
+        "which no engine checkpoint selects on",
+    )
+    parser.add_argument(
         "--readme",
         action="store_true",
         help="eval: measure the full model, vision missing, audio missing and text late, "
-        "and write the table into README.md's spoken-mosi block",
+        "and write the table into README.md's spoken-<corpus> block",
     )
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    if args.valid and args.valid.resolve() == Path(config.data.valid_path or "").resolve():
+        args.valid = None  # the selection set itself
+    scored = [f"data.valid_path={args.valid.as_posix()}"] if args.valid else []
+    config = load_config(args.config, scored)
     torch.set_num_threads(config.train.threads)
     if args.action == "featurize":
         records = [r for rs in config_records(config, "train") for r in rs]
@@ -610,14 +621,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         other = model
         if args.against_checkpoint:
             other, _, encoder = load_for_eval(args.against_checkpoint)
-        baseline = valid_windows(load_config(args.config, args.against or []))
+        baseline = valid_windows(load_config(args.config, scored + (args.against or [])))
         difference = paired_difference((model, valid), (other, baseline), args.imagine)
         print(json.dumps(difference, indent=2))
     if args.readme:
         body = readme_block(
-            rows, checkpoint, args.voice, difference, args.against_checkpoint, args.against
+            rows,
+            checkpoint,
+            args.voice,
+            difference,
+            args.against_checkpoint,
+            args.against,
+            args.valid,
         )
-        publish("spoken-mosi", body)
+        publish(f"spoken-{_corpus(config)}", body)
+
+
+def _corpus(config: Config) -> str:
+    """The scored corpus's folder name ("mosi"): its README block is spoken-<corpus>."""
+    return Path(config.data.valid_path or config.data.train_paths[0]).parent.name
 
 
 def readme_block(
@@ -627,26 +649,37 @@ def readme_block(
     difference: dict[str, dict[str, float]] | None = None,
     against: Path | None = None,
     overrides: Sequence[str] | None = None,
+    valid: Path | None = None,
 ) -> str:
-    """README's spoken-MOSI table: per window and per utterance for each condition, with
-    the command, the load average and, given a baseline (another checkpoint and/or config
-    overrides), the paired intervals."""
+    """README's spoken table: per window and per utterance for each condition, with the
+    command, the load average and, given a baseline (another checkpoint and/or config
+    overrides), the paired intervals. valid: the label.csv scored when it is not the
+    selection set."""
     command = "python -m stream_mmsa.train.spoken eval --readme" + (
         " --voice fixed" if voice == "fixed" else ""
     )
+    if valid is not None:
+        command += f" --valid {valid.as_posix()}"
     if against is not None:
         command += f" --against-checkpoint {against.name}"
     if overrides:
         command += " --against " + " ".join(overrides)
     baseline = " ".join([*([against.name] if against else []), *(overrides or [])])
     speech = "the old fixed voice" if voice == "fixed" else "a voice drawn per utterance"
+    name = "MOSI" if valid is None else valid.parent.name.upper()
+    split = (
+        "MOSI **valid** (selection set)"
+        if valid is None
+        else f"{name} **valid** (not the selection set: the config's checkpoints select on "
+        "MOSI valid)"
+    )
     lines = [
-        f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on MOSI **valid** "
-        f"(selection set) spoken in {speech}; per utterance = mean score of its windows; "
+        f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on {split} "
+        f"spoken in {speech}; per utterance = mean score of its windows; "
         f"text late = every window's text lags 1-{LATE_HOPS} hops "
         f"(0.5-{LATE_HOPS * 0.5:g} s of ASR lag).",
         "",
-        *metrics_table("MOSI valid, spoken through the engine", rows),
+        *metrics_table(f"{name} valid, spoken through the engine", rows),
     ]
     if difference is not None:
         lines += [
