@@ -52,6 +52,8 @@ from .protocols import ModalityPattern
 from .readme import write_block
 from .spoken import _has_text, _load, config_records, featurize
 
+SEEDS = "1,2,3,4,5"
+"""The study's default seeds (each: a lag draw, halves, the evaluator's fit)."""
 LAGS = (2.0, 2.5, 3.0, 3.5, 4.0)
 """Recogniser lag (s) behind a window's end when its text is late."""
 
@@ -308,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=Path("configs/engine.yaml"))
     parser.add_argument("--checkpoint", type=Path, help="default: the engine's")
-    parser.add_argument("--seeds", default="1,2,3,4,5")
+    parser.add_argument("--seeds", default=SEEDS)
     parser.add_argument("--out", type=Path, default=Path("docs/ablation-spoken.md"))
     parser.add_argument(
         "--fit-on",
@@ -361,11 +363,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures = {"intervals": intervals, "ranking": ranking, "decisions": profile}
     args.out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
     command = f"python -m stream_mmsa.train.late_text --config {args.config.as_posix()}"
+    if args.seeds != SEEDS:
+        command += f" --seeds {args.seeds}"
     command += _fit_on(args)
     block = "ablation-spoken-across" if args.fit_on else "ablation-spoken"
     if args.checkpoint is None:  # the engine's own model: the README's figures
         write_block(Path("README.md"), block, summary(figures, command, args.out))
-    judged = f"fitted on {args.fit_on.parent.name}" if args.fit_on else "held-out halves"
+    judged = f"fitted on {args.fit_on.parent.name.upper()}" if args.fit_on else "held-out halves"
     plot_study(
         study, args.out.with_suffix(".png"), f"late text, spoken MOSI valid ({judged})", COLUMNS
     )
@@ -393,7 +397,7 @@ def realised_gains(profile: dict[str, float | None]) -> str:
 
 
 def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
-    corpora = f"MOSI and {args.fit_on.parent.name}" if args.fit_on else "MOSI"
+    corpora = f"MOSI and {args.fit_on.parent.name.upper()}" if args.fit_on else "MOSI"
     lines = [
         "# Late text on spoken MOSI valid: the evaluator on real engine windows",
         "",
