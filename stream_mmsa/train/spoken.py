@@ -572,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.valid and args.valid.resolve() == Path(config.data.valid_path or "").resolve():
         args.valid = None  # the selection set itself
     scored = [f"data.valid_path={args.valid.as_posix()}"] if args.valid else []
-    config = load_config(args.config, scored)
+    if scored:
+        config = load_config(args.config, scored)
     torch.set_num_threads(config.train.threads)
     if args.action == "featurize":
         records = [r for rs in config_records(config, "train") for r in rs]
@@ -666,16 +667,14 @@ def readme_block(
         command += " --against " + " ".join(overrides)
     baseline = " ".join([*([against.name] if against else []), *(overrides or [])])
     speech = "the old fixed voice" if voice == "fixed" else "a voice drawn per utterance"
-    name = "MOSI" if valid is None else valid.parent.name.upper()
-    split = (
-        "MOSI **valid** (selection set)"
-        if valid is None
-        else f"{name} **valid** (not the selection set: the config's checkpoints select on "
-        "MOSI valid)"
-    )
+    if valid is None:
+        name, role = "MOSI", "selection set"
+    else:
+        name = valid.parent.name.upper()
+        role = "not the selection set: the config's checkpoints select on MOSI valid"
     lines = [
-        f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on {split} "
-        f"spoken in {speech}; per utterance = mean score of its windows; "
+        f"`{command}` (load {os.getloadavg()[0]:.1f}): `{checkpoint.name}` on {name} "
+        f"**valid** ({role}) spoken in {speech}; per utterance = mean score of its windows; "
         f"text late = every window's text lags 1-{LATE_HOPS} hops "
         f"(0.5-{LATE_HOPS * 0.5:g} s of ASR lag).",
         "",
