@@ -362,17 +362,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.write_text(report)
     figures = {"intervals": intervals, "ranking": ranking, "decisions": profile}
     args.out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
-    command = f"python -m stream_mmsa.train.late_text --config {args.config.as_posix()}"
-    if args.seeds != SEEDS:
-        command += f" --seeds {args.seeds}"
-    command += _fit_on(args)
     block = "ablation-spoken-across" if args.fit_on else "ablation-spoken"
     if args.checkpoint is None:  # the engine's own model: the README's figures
-        write_block(Path("README.md"), block, summary(figures, command, args.out))
-    judged = f"fitted on {args.fit_on.parent.name.upper()}" if args.fit_on else "held-out halves"
-    plot_study(
-        study, args.out.with_suffix(".png"), f"late text, spoken MOSI valid ({judged})", COLUMNS
-    )
+        write_block(Path("README.md"), block, summary(figures, _command(args), args.out))
+    title = f"late text, spoken MOSI valid ({_judged(args)})"
+    plot_study(study, args.out.with_suffix(".png"), title, COLUMNS)
     print(report)
     if args.ship:
         pairs = late_pairs(fit_records or records, encoder, config.engine, seeds[0])
@@ -397,12 +391,11 @@ def realised_gains(profile: dict[str, float | None]) -> str:
 
 
 def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
-    corpora = f"MOSI and {args.fit_on.parent.name.upper()}" if args.fit_on else "MOSI"
+    corpora = f"MOSI and {_fitted_corpus(args)}" if args.fit_on else "MOSI"
     lines = [
         "# Late text on spoken MOSI valid: the evaluator on real engine windows",
         "",
-        f"Made by `python -m stream_mmsa.train.late_text --config {args.config.as_posix()} "
-        f"--seeds {args.seeds}{_fit_on(args)}` with the frozen backbone of "
+        f"Made by `{_command(args)}` with the frozen backbone of "
         f"`{checkpoint.name}`. Windows: the engine's own on {corpora} valid transcripts "
         "spoken by espeak-ng (train/spoken.py), a video's utterances back to back; each "
         "window with words made late with a recogniser "
@@ -437,8 +430,24 @@ def _report(study, intervals, ranking, profile, args, checkpoint: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fit_on(args) -> str:
-    return f" --fit-on {args.fit_on.as_posix()}" if args.fit_on else ""
+def _command(args) -> str:
+    """The study's command line, as its report and the README name it."""
+    command = f"python -m stream_mmsa.train.late_text --config {args.config.as_posix()}"
+    if args.seeds != SEEDS:
+        command += f" --seeds {args.seeds}"
+    if args.fit_on:
+        command += f" --fit-on {args.fit_on.as_posix()}"
+    return command
+
+
+def _fitted_corpus(args) -> str:
+    """The corpus the evaluator is fitted on ("MOSEI" for --fit-on its label.csv)."""
+    return args.fit_on.parent.name.upper() if args.fit_on else "MOSI"
+
+
+def _judged(args) -> str:
+    """How MOSI valid is held out from the fit."""
+    return f"fitted on {_fitted_corpus(args)}" if args.fit_on else "held-out halves"
 
 
 def _protocol(args) -> str:
@@ -503,12 +512,13 @@ def _card(card: str, fit, profile, intervals, args) -> str:
     kept += [
         "- Evaluator (evaluate, then generate): fitted on a frozen backbone by "
         f"`python -m stream_mmsa.train.late_text --ship` on {fit.samples} windows of spoken",
-        "  MOSI valid (every video; text late, and the windows with the face or the microphone",
+        f"  {_fitted_corpus(args)} valid (every video; text late, and the windows with the "
+        "face or the microphone",
         "  removed, text late or not; expected error of the gated mixture "
         f"{fit.expected_error_start:.3f} → {fit.expected_error_end:.3f}). Imagined late text is",
         "  the session's recalled text; rules it settled on:",
         *rules,
-        "- Decisions on spoken MOSI valid, held-out halves (docs/ablation-spoken.md): late text",
+        f"- Decisions on spoken MOSI valid, {_judged(args)} ({args.out.as_posix()}): late text",
         f"  imagined in {100 * profile['imagine_rate_recall_continues']:.0f} % of windows whose "
         f"recall continues the utterance, {older:.0f} % of the others;",
         f"  {realised_gains(profile)}; gate − better fixed policy "
