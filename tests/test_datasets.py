@@ -211,6 +211,15 @@ def test_load_label_csv(tmp_path):
         load_label_csv(path, "test")
 
 
+def test_clips_whose_ids_are_not_numbers_keep_the_file_order(tmp_path):
+    path = tmp_path / "label.csv"
+    path.write_text(
+        "video_id,clip_id,text,label,mode\nv,b,one,0.5,train\nv,a,two,0.5,train\n",
+        encoding="utf-8",
+    )
+    assert [(r.video, r.order) for r in load_label_csv(path, "train")] == [("v", 2.0), ("v", 3.0)]
+
+
 def test_load_label_csv_errors(tmp_path):
     path = tmp_path / "label.csv"
     path.write_text("video_id,clip_id,text,mode\nv,1,hi,train\n", encoding="utf-8")
