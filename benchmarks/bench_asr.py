@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stream_mmsa.bench.asr import benchmark_espeak, benchmark_streaming_asr
 from stream_mmsa.bench.speech import MOSI_LABELS, espeak_available, make_continuous_speech
-from stream_mmsa.features.asr import AsrConfig, load_asr_model
+from stream_mmsa.features.asr import DEFAULT_MODEL, AsrConfig, load_asr_model
 from stream_mmsa.train.readme import publish
 
 MOSI_CLIP = Path(__file__).resolve().parents[2] / "shared/data/media/03bSnISJMiM_1.wav"
@@ -69,8 +69,8 @@ def cell(result: dict, key: str | tuple[str, ...], fmt: str) -> str:
 def table(results: list[dict], config: AsrConfig, args: argparse.Namespace) -> str:
     """The settings, then one markdown row per clip (and the dithered WER means)."""
     lines = [
-        f"tiny.en {config.compute_type}, {config.cpu_threads} threads, chunks of {args.chunk} s, "
-        f"step {config.step_s} s, medians of {args.runs} runs"
+        f"{config.model} {config.compute_type}, {config.cpu_threads} threads, "
+        f"chunks of {args.chunk} s, step {config.step_s} s, medians of {args.runs} runs"
         + (f", set {' '.join(args.set)}" if args.set else "")
         + ".",
         "",
@@ -91,6 +91,16 @@ def table(results: list[dict], config: AsrConfig, args: argparse.Namespace) -> s
     return "\n".join(lines)
 
 
+def _number_or_text(value: str) -> int | float | str:
+    """An override's value: a number where it reads as one (step_s=1.25), else text (model)."""
+    if value.isdigit():
+        return int(value)
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", default="continuous,espeak,mosi", help="comma list")
@@ -106,13 +116,14 @@ def main() -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="an AsrConfig number other than the default (repeatable), e.g. step_s=1.25",
+        help="an AsrConfig field other than the default (repeatable), e.g. step_s=1.25 or "
+        "model=base",
     )
     args = parser.parse_args()
     clips = {c.strip() for c in args.clips.split(",") if c.strip()}
 
     overrides = dict(s.split("=", 1) for s in args.set)
-    config = AsrConfig(**{k: int(v) if v.isdigit() else float(v) for k, v in overrides.items()})
+    config = AsrConfig(**{k: _number_or_text(v) for k, v in overrides.items()})
     model = load_asr_model(config.model, config.model_path, cpu_threads=config.cpu_threads)
     measure = dict(runs=args.runs, model=model, config=config, dither=args.dither)
     results = []
@@ -142,7 +153,8 @@ def main() -> None:
         )
 
     command = "python benchmarks/bench_asr.py " + " ".join(sys.argv[1:])
-    publish("asr-continuous", f"`{command}`: {table(results, config, args)}", args.readme)
+    block = "asr-continuous" if config.model == DEFAULT_MODEL else f"asr-continuous-{config.model}"
+    publish(block, f"`{command}`: {table(results, config, args)}", args.readme)
     for result in results:
         print(f"\n{result['file']}:\n  stream:  {result['stream_text']}")
         print(f"  offline: {result['offline_text']}")
