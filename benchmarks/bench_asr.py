@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stream_mmsa.bench.asr import benchmark_espeak, benchmark_streaming_asr
 from stream_mmsa.bench.speech import MOSI_LABELS, espeak_available, make_continuous_speech
-from stream_mmsa.features.asr import DEFAULT_MODEL, AsrConfig, load_asr_model
+from stream_mmsa.features.asr import AsrConfig, load_asr_model
 from stream_mmsa.train.readme import publish
 
 MOSI_CLIP = Path(__file__).resolve().parents[2] / "shared/data/media/03bSnISJMiM_1.wav"
@@ -153,7 +153,7 @@ def main() -> None:
         )
 
     command = "python benchmarks/bench_asr.py " + " ".join(sys.argv[1:])
-    block = "asr-continuous" if config.model == DEFAULT_MODEL else f"asr-continuous-{config.model}"
+    block = "-".join(["asr-continuous", *args.set])  # the default settings' block, or its own
     publish(block, f"`{command}`: {table(results, config, args)}", args.readme)
     for result in results:
         print(f"\n{result['file']}:\n  stream:  {result['stream_text']}")

@@ -136,6 +136,12 @@ class EngineConfig(_Section):
         description="decode after this much new speech (AsrConfig.step_s): less text lag "
         "for more recogniser work",
     )
+    asr_beam_size: int = Field(
+        1,
+        ge=1,
+        description="beam width of the recogniser's decodes (AsrConfig.beam_size): 5 recognises "
+        "more words right for about 1.5 times its compute; 1 is greedy",
+    )
     threads: int = Field(2, ge=1, description="CPU threads of the speech recogniser")
     model_threads: int = Field(
         1, ge=1, description="torch threads; 1 beside ASR and face on 2 cores (2 spin-wait)"

@@ -75,7 +75,10 @@ def transcript_config(config: EngineConfig, realtime: bool) -> AsrConfig:
     """The recogniser's settings: real time skips audio it cannot catch up with (more than
     8 s behind); offline it decodes it all."""
     return AsrConfig(
-        model=config.asr_model, step_s=config.asr_step_s, max_pending_s=8.0 if realtime else None
+        model=config.asr_model,
+        step_s=config.asr_step_s,
+        beam_size=config.asr_beam_size,
+        max_pending_s=8.0 if realtime else None,
     )
 
 

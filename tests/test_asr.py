@@ -52,7 +52,13 @@ class Scripted:
         self.delay = delay
 
     def decode(
-        self, audio: np.ndarray, prompt: str, prefix: str, max_new_tokens: int, pad_s: float
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        prefix: str,
+        max_new_tokens: int,
+        pad_s: float,
+        beam_size: int = 1,
     ) -> Hypothesis:
         self.calls.append({"seconds": len(audio) / AUDIO_RATE, "prompt": prompt, "prefix": prefix})
         time.sleep(self.delay)
@@ -108,9 +114,15 @@ class Oracle(Scripted):
         self.words = words(*spec)
 
     def decode(
-        self, audio: np.ndarray, prompt: str, prefix: str, max_new_tokens: int, pad_s: float
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        prefix: str,
+        max_new_tokens: int,
+        pad_s: float,
+        beam_size: int = 1,
     ) -> Hypothesis:
-        super().decode(audio, prompt, prefix, max_new_tokens, pad_s)
+        super().decode(audio, prompt, prefix, max_new_tokens, pad_s, beam_size)
         t0 = window_start(audio)
         t1 = t0 + len(audio) / AUDIO_RATE
         inside = [w for w in self.words if t0 - 0.02 <= w.start < t1]

@@ -12,14 +12,20 @@ from stream_mmsa.features.asr.batch import Batcher, Request, similar_lengths
 from stream_mmsa.features.asr.types import Hypothesis
 
 
-def request(seconds: float, prefix: str = "") -> Request:
-    return Request(np.zeros(round(seconds * 16000), np.float32), "", prefix, 8, 1.0)
+def request(seconds: float, prefix: str = "", beam_size: int = 1) -> Request:
+    return Request(np.zeros(round(seconds * 16000), np.float32), "", prefix, 8, 1.0, beam_size)
 
 
 def test_windows_of_similar_length_go_together() -> None:
     requests = [request(s) for s in (2.0, 8.0, 2.3, 7.5, 3.9)]
     # lengths with the 1 s padding: 3.0, 9.0, 3.3, 8.5, 4.9
     assert similar_lengths(requests) == [[0, 2], [4], [3, 1]]
+
+
+def test_windows_searched_with_other_beam_widths_go_apart() -> None:
+    """One decode call searches with one beam width: sessions' settings never mix."""
+    requests = [request(2.0), request(2.1, beam_size=5), request(2.2), request(2.0, beam_size=5)]
+    assert similar_lengths(requests) == [[0, 2], [3, 1]]
 
 
 def test_a_failing_window_fails_only_its_caller() -> None:
@@ -64,6 +70,13 @@ def test_concurrent_sessions_share_a_decode_and_hear_what_they_hear_alone() -> N
     assert [[w.word for w in h.words] for h in together] == [
         [w.word for w in h.words] for h in alone
     ]
+    searched = model.decode_many([Request(w, "", "", 16, 1.0, beam_size=5) for w in windows])
+    assert [[w.word for w in h.words] for h in searched] == [
+        [w.word for w in model.decode(w, "", "", 16, 1.0, beam_size=5).words] for w in windows
+    ]
+    assert [w.word.strip(".") for w in searched[1].words[:5]] == texts[1].split()
+    with pytest.raises(ValueError, match="one beam width"):
+        model.decode_many([Request(windows[0], "", "", 16, 1.0, beam_size=b) for b in (1, 5)])
     before = dict(model.batcher.batch_sizes)
     gate = threading.Barrier(4)
 

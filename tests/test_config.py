@@ -52,7 +52,7 @@ def test_text_repeats_need_one_positive_count_per_text_path() -> None:
         load_config(None, [*base, "data.text_repeats=[0, 1]"])
 
 
-def test_the_recogniser_step_comes_from_the_engine_config() -> None:
+def test_the_recogniser_step_and_beam_come_from_the_engine_config() -> None:
     from stream_mmsa.extractors import transcript_config
 
     engine = load_config(CONFIG_DIR / "engine.yaml", ["engine.asr_step_s=0.5"]).engine
@@ -60,5 +60,10 @@ def test_the_recogniser_step_comes_from_the_engine_config() -> None:
     assert transcript_config(engine.model_copy(update={"asr_step_s": 1.0}), False).step_s == 1.0
     with pytest.raises(ConfigError):
         load_config(CONFIG_DIR / "engine.yaml", ["engine.asr_step_s=0"])
+    beam = load_config(CONFIG_DIR / "engine.yaml", ["engine.asr_beam_size=5"]).engine
+    assert transcript_config(beam, realtime=True).beam_size == 5
+    assert transcript_config(engine, realtime=True).beam_size == 1  # greedy by default
+    with pytest.raises(ConfigError):
+        load_config(CONFIG_DIR / "engine.yaml", ["engine.asr_beam_size=0"])
     with pytest.raises(ConfigError, match="late_hops"):  # late text lags at least one hop
         load_config(CONFIG_DIR / "engine.yaml", ["data.late_hops=0"])

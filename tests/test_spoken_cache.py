@@ -19,6 +19,12 @@ def test_cache_moves_when_the_recogniser_settings_change(monkeypatch: pytest.Mon
     assert spoken.cache_dir(engine) != before
 
 
+def test_a_beam_search_has_its_own_cache() -> None:
+    engine = EngineConfig()
+    greedy = spoken.cache_dir(engine)
+    assert spoken.cache_dir(engine.model_copy(update={"asr_beam_size": 5})) != greedy
+
+
 def test_voices_have_their_own_cache() -> None:
     engine = EngineConfig()
     assert spoken.cache_dir(engine, "fixed") != spoken.cache_dir(engine, "varied")
@@ -38,6 +44,12 @@ def test_readme_block_lists_each_condition_per_window_and_utterance(tmp_path) ->
     rule = ["engine.window.sentence_min_words=0"]
     against = spoken.readme_block({}, tmp_path / "m.pt", "varied", difference, None, rule)
     assert "eval --readme --against engine.window.sentence_min_words=0` (load " in against
+    beam = ["engine.asr_beam_size=5"]
+    tried = spoken.readme_block(
+        {}, tmp_path / "m.pt", "varied", difference, None, ["engine.asr_beam_size=1"], None, beam
+    )
+    assert "--set engine.asr_beam_size=5 --against engine.asr_beam_size=1` (load " in tried
+    assert "`engine.asr_beam_size=5` minus `engine.asr_beam_size=1`, paired over 3" in tried
     assert "minus `engine.window.sentence_min_words=0`, paired over 3 utterances" in against
     mosei = tmp_path / "mosei" / "label.csv"
     other = spoken.readme_block({}, tmp_path / "m.pt", "varied", valid=mosei)

@@ -184,6 +184,8 @@ def cache_dir(engine: EngineConfig, voices: str = "varied") -> Path:
     windows transcribed with other settings would train on words live sessions never hear.
     """
     recogniser = asdict(transcript_config(engine, realtime=False))
+    if recogniser["beam_size"] == 1:  # greedy, as before the field existed: caches stay valid
+        del recogniser["beam_size"]
     speech = [VOICE, LEAD, TAIL, NOISE, SEED]
     if voices != "fixed":
         speech += [voices, VARIANTS, SPEEDS, GAPS, PITCHES, GAINS, NOISES, REVERB, REVERBERANCE]
@@ -555,6 +557,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--against-checkpoint", type=Path, help="eval: the baseline's model (default: the same)"
     )
     parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="eval: overrides to try (e.g. engine.asr_beam_size=5); --against's baseline "
+        "starts from the config without them; --readme writes block spoken-<corpus>-<overrides>",
+    )
+    parser.add_argument(
         "--valid",
         type=Path,
         help="eval: the label.csv whose valid split is spoken and scored (default: the "
@@ -572,8 +582,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.valid and args.valid.resolve() == Path(config.data.valid_path or "").resolve():
         args.valid = None  # the selection set itself
     scored = [f"data.valid_path={args.valid.as_posix()}"] if args.valid else []
-    if scored:
-        config = load_config(args.config, scored)
+    if scored or args.set:
+        config = load_config(args.config, scored + args.set)
     torch.set_num_threads(config.train.threads)
     if args.action == "featurize":
         records = [r for rs in config_records(config, "train") for r in rs]
@@ -634,8 +644,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.against_checkpoint,
             args.against,
             args.valid,
+            args.set,
         )
-        publish(f"spoken-{_corpus(config)}", body)
+        publish("-".join([f"spoken-{_corpus(config)}", *args.set]), body)
 
 
 def _corpus(config: Config) -> str:
@@ -651,16 +662,19 @@ def readme_block(
     against: Path | None = None,
     overrides: Sequence[str] | None = None,
     valid: Path | None = None,
+    tried: Sequence[str] = (),
 ) -> str:
     """README's spoken table: per window and per utterance for each condition, with the
     command, the load average and, given a baseline (another checkpoint and/or config
     overrides), the paired intervals. valid: the label.csv scored when it is not the
-    selection set."""
+    selection set; tried: the overrides the scored model ran with (--set)."""
     command = "python -m stream_mmsa.train.spoken eval --readme" + (
         " --voice fixed" if voice == "fixed" else ""
     )
     if valid is not None:
         command += f" --valid {valid.as_posix()}"
+    if tried:
+        command += " --set " + " ".join(tried)
     if against is not None:
         command += f" --against-checkpoint {against.name}"
     if overrides:
@@ -681,9 +695,10 @@ def readme_block(
         *metrics_table(f"{name} valid, spoken through the engine", rows),
     ]
     if difference is not None:
+        subject = f"`{' '.join(tried)}`" if tried else "Full model"
         lines += [
             "",
-            f"Full model minus `{baseline or 'baseline'}`, paired over "
+            f"{subject} minus `{baseline or 'baseline'}`, paired over "
             f"{difference['utterances']['count']:.0f} utterances (95 % bootstrap intervals): "
             + interval_text(difference)
             + ".",

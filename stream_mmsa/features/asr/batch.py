@@ -32,13 +32,15 @@ from .types import Hypothesis
 @dataclass(frozen=True, slots=True)
 class Request:
     """One window to decode: its audio, the older text as prompt, the committed text in it as
-    a forced prefix, a token budget and the silence appended before encoding."""
+    a forced prefix, a token budget, the silence appended before encoding and the beam width
+    (1: greedy)."""
 
     audio: np.ndarray
     prompt: str
     prefix: str
     max_new_tokens: int
     pad_s: float
+    beam_size: int = 1
 
 
 DecodeMany = Callable[[Sequence[Request]], list[Hypothesis]]
@@ -48,11 +50,17 @@ SPREAD = 1.3
 
 
 def similar_lengths(requests: Sequence[Request], spread: float = SPREAD) -> list[list[int]]:
-    """Indices of `requests` in groups whose lengths are within `spread` of each other."""
+    """Indices of `requests` in groups of one beam width whose lengths are within `spread`
+    of each other (one decode call searches with one beam width)."""
     length = [len(r.audio) / AUDIO_RATE + r.pad_s for r in requests]
     groups: list[list[int]] = []
-    for i in sorted(range(len(requests)), key=length.__getitem__):
-        if groups and length[i] <= spread * length[groups[-1][0]]:
+    for i in sorted(range(len(requests)), key=lambda i: (requests[i].beam_size, length[i])):
+        first = groups[-1][0] if groups else None
+        if (
+            first is not None
+            and requests[i].beam_size == requests[first].beam_size
+            and length[i] <= spread * length[first]
+        ):
             groups[-1].append(i)
         else:
             groups.append([i])

@@ -238,7 +238,7 @@ class TranscriberCore:
         budget = math.ceil(max(end - floor, 0.0) * cfg.max_tokens_per_s) + 4
         prefix = " ".join(w.word for w in self._context)
         started = time.perf_counter()
-        hyp = self.decoder.decode(audio, self._prompt, prefix, budget, cfg.pad_s)
+        hyp = self.decoder.decode(audio, self._prompt, prefix, budget, cfg.pad_s, cfg.beam_size)
         self.stats.decode_s += time.perf_counter() - started
         self.stats.steps += 1
         self._decoded_to = max(self._decoded_to, end)

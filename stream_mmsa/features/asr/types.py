@@ -75,6 +75,9 @@ class AsrConfig:
     model_path: str | None = None
     cpu_threads: int = 2
     compute_type: str = "int8"
+    beam_size: int = 1
+    """Beam width of each decode (1: greedy). On spoken MOSI valid 5 cut the word error from
+    32 % to 29 % at about 1.5 times the decoding compute (README, Recognisers tried)."""
     step_s: float = 1.0
     """Decode after this much new speech: the main latency/compute trade-off (0.5 s cost
     1.6 decodes per second of continuous speech, 1 s one)."""
@@ -135,6 +138,8 @@ class AsrConfig:
             raise ValueError("asr max_pending_s must exceed resume_s")
         if self.cpu_threads < 1:
             raise ValueError("asr cpu_threads must be >= 1")
+        if self.beam_size < 1:
+            raise ValueError("asr beam_size must be >= 1")
 
 
 @dataclass(slots=True)
@@ -155,5 +160,11 @@ class WindowDecoder(Protocol):
     """
 
     def decode(
-        self, audio: np.ndarray, prompt: str, prefix: str, max_new_tokens: int, pad_s: float
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        prefix: str,
+        max_new_tokens: int,
+        pad_s: float,
+        beam_size: int = 1,
     ) -> Hypothesis: ...

@@ -124,15 +124,21 @@ class WhisperAsr:
         self._max_length = int(whisper.max_length)
 
     def decode(
-        self, audio: np.ndarray, prompt: str, prefix: str, max_new_tokens: int, pad_s: float
+        self,
+        audio: np.ndarray,
+        prompt: str,
+        prefix: str,
+        max_new_tokens: int,
+        pad_s: float,
+        beam_size: int = 1,
     ) -> Hypothesis:
         """One window, decoded together with whatever other sessions asked for meanwhile.
 
         Blocks the calling thread (a session's recogniser step, never the event loop)."""
-        return self.batcher.run(Request(audio, prompt, prefix, max_new_tokens, pad_s))
+        return self.batcher.run(Request(audio, prompt, prefix, max_new_tokens, pad_s, beam_size))
 
     def decode_many(self, requests: Sequence[Request]) -> list[Hypothesis]:
-        """Encode only each window plus its padding (not 30 s), greedy-decode, align words.
+        """Encode only each window plus its padding (not 30 s), decode, align words.
 
         Windows of several sessions go through the encoder, the decoder and the alignment
         as one batch: on a CPU the decoder's steps cost little more for four sequences than
@@ -142,6 +148,9 @@ class WhisperAsr:
         for only when a window has no forced prefix: a window holding committed words holds
         speech.
         """
+        beams = {r.beam_size for r in requests}
+        if len(beams) > 1:
+            raise ValueError(f"one decode searches with one beam width, not {sorted(beams)}")
         tok = self.tokenizer
         hop = self.whisper.feature_extractor.hop_length
         features = [
@@ -170,7 +179,7 @@ class WhisperAsr:
         results = self.whisper.model.generate(
             encoded,
             prompts,
-            beam_size=1,
+            beam_size=beams.pop(),
             max_length=max(len(p) + b for p, b in zip(prompts, budgets, strict=True)),
             return_scores=True,
             return_no_speech_prob=not all(prefixes),
