@@ -37,6 +37,9 @@ def test_folds_deal_whole_videos_in_balanced_groups() -> None:
     records = _records(videos=23, clips=4)
     folds = video_folds(records, 5, seed=3)
     assert video_of(records[0]) == "vid_0"
+    assert video_of(TextRecord("-3g5yACwYnA_82_7645", "words", 1.0, "-3g5yACwYnA")) == (
+        "-3g5yACwYnA"  # a MOSEI clip: its id's last underscore is not the video's end
+    )
     assert sorted(v for fold in folds for v in fold) == sorted({video_of(r) for r in records})
     sizes = [sum(video_of(r) in fold for r in records) for fold in folds]
     assert max(sizes) - min(sizes) <= 9  # at most the largest video's clips apart

@@ -52,11 +52,14 @@ FOLD_SEED = 1111
 
 
 def video_of(record: TextRecord) -> str:
-    return _video(record.id)
+    """The label.csv's video_id (MOSEI's ids hold underscores: parsing them splits videos),
+    else the one in a MOSI-style id."""
+    return record.video or _video(record.id)
 
 
 def _video(clip_id: str) -> str:
-    """MOSI ids are "<video id>_<clip>"; video ids may themselves hold underscores."""
+    """The video of a saved MOSI result's id, "<video id>_<clip>" (results keep ids only;
+    video ids may themselves hold underscores, MOSI's clip numbers do not)."""
     return clip_id.rsplit("_", 1)[0]
 
 
