@@ -44,11 +44,13 @@ def test_readme_block_lists_each_condition_per_window_and_utterance(tmp_path) ->
     rule = ["engine.window.sentence_min_words=0"]
     against = spoken.readme_block({}, tmp_path / "m.pt", "varied", difference, None, rule)
     assert "eval --readme --against engine.window.sentence_min_words=0` (load " in against
-    beam = ["engine.asr_beam_size=5"]
+    beam, cost = ["engine.asr_beam_size=5"], ["| recognised | 77.7 | 1.004 | 28.8 % |"]
+    greedy = ["engine.asr_beam_size=1"]
     tried = spoken.readme_block(
-        {}, tmp_path / "m.pt", "varied", difference, None, ["engine.asr_beam_size=1"], None, beam
+        {}, tmp_path / "m.pt", "varied", difference, None, greedy, None, beam, cost
     )
-    assert "--set engine.asr_beam_size=5 --against engine.asr_beam_size=1` (load " in tried
+    assert "--set engine.asr_beam_size=5 --breakdown --against engine.asr_beam_size=1` (" in tried
+    assert "\n| recognised | 77.7 | 1.004 | 28.8 % |\n" in tried
     assert "`engine.asr_beam_size=5` minus `engine.asr_beam_size=1`, paired over 3" in tried
     assert "minus `engine.window.sentence_min_words=0`, paired over 3 utterances" in against
     mosei = tmp_path / "mosei" / "label.csv"

@@ -611,11 +611,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     pred, label = predict(model, make_loader(valid, 256), imagine=args.imagine)
     asked = level_metrics(pred, label, valid.samples)
     print(json.dumps(asked, indent=2))
+    recognition: list[str] = []
     if args.breakdown:
         (records,) = config_records(config, "valid")
         gold = {r.id: r.text for r in records}
         print("\n".join(breakdown(pred.numpy(), label.numpy(), valid.samples, gold)))
-        print("\n".join(recogniser_cost(model, encoder, records, valid.samples)))
+        recognition = recogniser_cost(model, encoder, records, valid.samples)
+        print("\n".join(recognition))
     rows = {}
     if args.readme:  # before any baseline model replaces the encoder
         for name, (drop, late) in CONDITIONS.items():
@@ -645,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.against,
             args.valid,
             args.set,
+            recognition,
         )
         publish("-".join([f"spoken-{_corpus(config)}", *args.set]), body)
 
@@ -663,11 +666,13 @@ def readme_block(
     overrides: Sequence[str] | None = None,
     valid: Path | None = None,
     tried: Sequence[str] = (),
+    recognition: Sequence[str] = (),
 ) -> str:
     """README's spoken table: per window and per utterance for each condition, with the
     command, the load average and, given a baseline (another checkpoint and/or config
     overrides), the paired intervals. valid: the label.csv scored when it is not the
-    selection set; tried: the overrides the scored model ran with (--set)."""
+    selection set; tried: the overrides the scored model ran with (--set); recognition: the
+    table of what recognition alone costs (--breakdown's `recogniser_cost`)."""
     command = "python -m stream_mmsa.train.spoken eval --readme" + (
         " --voice fixed" if voice == "fixed" else ""
     )
@@ -675,6 +680,8 @@ def readme_block(
         command += f" --valid {valid.as_posix()}"
     if tried:
         command += " --set " + " ".join(tried)
+    if recognition:
+        command += " --breakdown"
     if against is not None:
         command += f" --against-checkpoint {against.name}"
     if overrides:
@@ -694,6 +701,8 @@ def readme_block(
         "",
         *metrics_table(f"{name} valid, spoken through the engine", rows),
     ]
+    if recognition:
+        lines += ["", *recognition]
     if difference is not None:
         subject = f"`{' '.join(tried)}`" if tried else "Full model"
         lines += [
