@@ -140,7 +140,7 @@ class EngineConfig(_Section):
         1,
         ge=1,
         description="beam width of the recogniser's decodes (AsrConfig.beam_size): 5 recognises "
-        "more words right for about 1.5 times its compute; 1 is greedy",
+        "more words right in noisy speech for about twice its CPU; 1 is greedy",
     )
     threads: int = Field(2, ge=1, description="CPU threads of the speech recogniser")
     model_threads: int = Field(
