@@ -29,7 +29,14 @@ from stream_mmsa.model.prompts import N_PATTERNS
 from stream_mmsa.model.types import QUALITY_SIGNALS
 from stream_mmsa.train.ablation import _pairs, verdict
 from stream_mmsa.train.gate_study import Judged, auroc, bootstrap, fit_plain, judge, spearman
-from stream_mmsa.train.late_text import LatePair, decision_profile, realised_gains, video_key
+from stream_mmsa.train.late_text import (
+    LatePair,
+    by_video,
+    decision_profile,
+    realised_gains,
+    video_key,
+    videos_of_groups,
+)
 from stream_mmsa.train.protocols import ModalityPattern
 from stream_mmsa.train.run import build_model
 from stream_mmsa.train.synthetic import make_synthetic
@@ -187,6 +194,29 @@ def test_a_window_counts_for_its_video_whatever_its_id_holds() -> None:
     key = video_key(pairs)
     assert key("-3g5_yA_82_7645#4") == "-3g5_yA"
     assert key("03bSnISJMiM_11#0") == "03bSnISJMiM"
+
+
+def test_a_bootstrap_by_video_draws_whole_videos() -> None:
+    """Two videos, one where the gate wins by 0.2 and one where it loses by 0.2: over their
+    utterances the interval looks tight around 0, over videos it spans both videos."""
+    pairs = [
+        LatePair(None, None, video, f"{video}_{u}")  # type: ignore[arg-type]
+        for video in ("a", "b")
+        for u in range(20)
+    ]
+    of_group = videos_of_groups(pairs)
+    assert list(of_group) == [0] * 20 + [1] * 20  # utterance groups, in _utterance_groups order
+    base = np.ones(40)
+    errors = {"gate": base + np.where(of_group == 0, -0.2, 0.2), "always": base, "never": base}
+    errors |= {"oracle": base - 0.3, "plain": base}
+    study = [{"late text": Judged(errors, np.arange(40), np.zeros(0), np.zeros(0), 0.5)}]
+    grouped = by_video(study, [of_group])
+    assert list(np.unique(grouped[0]["late text"].groups)) == [0, 1]
+    over_utterances = bootstrap(study, resamples=300, shared=True)["gate - fixed"]
+    over_videos = bootstrap(grouped, resamples=300, shared=True)["gate - fixed"]
+    assert over_videos["ci95_low"] == pytest.approx(-0.2)
+    assert over_videos["ci95_high"] == pytest.approx(0.2)
+    assert over_utterances["ci95_high"] - over_utterances["ci95_low"] < 0.3
 
 
 @pytest.mark.parametrize(
