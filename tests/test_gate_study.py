@@ -10,6 +10,7 @@ Spearman correlation within ±0.12 of 0 (two standard errors, 2/√300); the ful
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from stream_mmsa.model.evaluator import (
 )
 from stream_mmsa.model.prompts import N_PATTERNS
 from stream_mmsa.model.types import QUALITY_SIGNALS
-from stream_mmsa.train.ablation import _pairs, verdict
+from stream_mmsa.train.ablation import _pairs, summary, verdict
 from stream_mmsa.train.gate_study import Judged, auroc, bootstrap, fit_plain, judge, spearman
 from stream_mmsa.train.late_text import (
     LatePair,
@@ -217,6 +218,13 @@ def test_a_bootstrap_by_video_draws_whole_videos() -> None:
     assert over_videos["ci95_low"] == pytest.approx(-0.2)
     assert over_videos["ci95_high"] == pytest.approx(0.2)
     assert over_utterances["ci95_high"] - over_utterances["ci95_low"] < 0.3
+    figures = {"intervals": bootstrap(study, resamples=50, shared=True)}
+    figures |= {"intervals_by_video": {**bootstrap(grouped, resamples=50), "videos": {"count": 2}}}
+    line = summary(figures | {"ranking": {"spearman": 0.1}}, "late_text", Path("a.md"))
+    assert line.endswith(
+        "Drawing whole videos (2) instead of utterances: "
+        "gate − better fixed +0.000 [-0.200, +0.200]."
+    )
 
 
 @pytest.mark.parametrize(

@@ -119,6 +119,19 @@ def summary(figures: dict, command: str, out: Path) -> str:
         f"{plain['difference']:+.3f} [{plain['ci95_low']:+.3f}, {plain['ci95_high']:+.3f}]; "
         f"{_prompts_line(figures['intervals'])}"
         f"Spearman of the evaluator's score with the realised gain {rank:.2f}."
+        f"{_videos_line(figures.get('intervals_by_video'))}"
+    )
+
+
+def _videos_line(intervals: dict | None) -> str:
+    """Gate − better fixed policy drawn over whole videos, when the study has it."""
+    if intervals is None:
+        return ""
+    row = intervals["gate - fixed"]
+    return (
+        f" Drawing whole videos ({intervals['videos']['count']:.0f}) instead of utterances: "
+        f"gate − better fixed {row['difference']:+.3f} [{row['ci95_low']:+.3f}, "
+        f"{row['ci95_high']:+.3f}]."
     )
 
 
