@@ -234,3 +234,22 @@ def test_a_bootstrap_by_video_draws_whole_videos() -> None:
 def test_the_verdict_reads_the_interval_on_both_sides(low: float, high: float, says: str) -> None:
     row = {"difference": (low + high) / 2, "ci95_low": low, "ci95_high": high}
     assert f"The gate {says} the better fixed policy" in verdict({"gate - fixed": row})
+
+
+def test_each_late_text_protocol_has_its_own_report_and_names_it() -> None:
+    """A run across corpora writes its own report, so its README command reproduces it."""
+    from argparse import Namespace
+
+    from stream_mmsa.train.late_text import SEEDS, _command, _default_out
+
+    mosei = Path("../shared/data/mosei/label.csv")
+    args = Namespace(config=Path("configs/engine.yaml"), seeds=SEEDS, fit_on=mosei, out=None)
+    args.out = _default_out(args)
+    assert args.out == Path("docs/ablation-spoken-across.md")
+    assert _command(args) == (
+        "python -m stream_mmsa.train.late_text --config configs/engine.yaml "
+        "--fit-on ../shared/data/mosei/label.csv"
+    )
+    args.out = Path("elsewhere.md")
+    assert _command(args).endswith("--fit-on ../shared/data/mosei/label.csv --out elsewhere.md")
+    assert _default_out(Namespace(fit_on=None)) == Path("docs/ablation-spoken.md")

@@ -327,7 +327,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/engine.yaml"))
     parser.add_argument("--checkpoint", type=Path, help="default: the engine's")
     parser.add_argument("--seeds", default=SEEDS)
-    parser.add_argument("--out", type=Path, default=Path("docs/ablation-spoken.md"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the report (and its .json, .png beside it); default docs/ablation-spoken.md, "
+        "with --fit-on docs/ablation-spoken-across.md",
+    )
     parser.add_argument(
         "--fit-on",
         type=Path,
@@ -340,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="then fit on every video (of --fit-on if given) and write the checkpoint here",
     )
     args = parser.parse_args(argv)
+    args.out = args.out or _default_out(args)
     from .run import load_for_eval
 
     console = Console()
@@ -464,11 +470,16 @@ def _video_line(intervals: dict) -> str:
     ]
     return (
         f"The same bootstrap over videos instead, drawing whole videos ({count} of them: "
-        "utterances of one video share a speaker and a topic, so the intervals above are "
-        f"too narrow; with this few videos a percentile interval is itself rough): "
+        "utterances of one video share a speaker and a topic, so intervals over utterances "
+        "can be too narrow; with this few videos a percentile interval is itself rough): "
         + "; ".join(parts)
         + "."
     )
+
+
+def _default_out(args) -> Path:
+    """Each protocol's own report: a run across corpora never overwrites the 2-fold one."""
+    return Path("docs/ablation-spoken-across.md" if args.fit_on else "docs/ablation-spoken.md")
 
 
 def _command(args) -> str:
@@ -478,6 +489,8 @@ def _command(args) -> str:
         command += f" --seeds {args.seeds}"
     if args.fit_on:
         command += f" --fit-on {args.fit_on.as_posix()}"
+    if args.out != _default_out(args):
+        command += f" --out {args.out.as_posix()}"
     return command
 
 
