@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from stream_mmsa.bench.asr import benchmark_espeak, benchmark_streaming_asr
 from stream_mmsa.bench.speech import MOSI_LABELS, espeak_available, make_continuous_speech
 from stream_mmsa.features.asr import AsrConfig, load_asr_model
@@ -91,16 +93,6 @@ def table(results: list[dict], config: AsrConfig, args: argparse.Namespace) -> s
     return "\n".join(lines)
 
 
-def _number_or_text(value: str) -> int | float | str:
-    """An override's value: a number where it reads as one (step_s=1.25), else text (model)."""
-    if value.isdigit():
-        return int(value)
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", default="continuous,espeak,mosi", help="comma list")
@@ -123,7 +115,8 @@ def main() -> None:
     clips = {c.strip() for c in args.clips.split(",") if c.strip()}
 
     overrides = dict(s.split("=", 1) for s in args.set)
-    config = AsrConfig(**{k: _number_or_text(v) for k, v in overrides.items()})
+    # Values read as load_config reads its overrides: 1.25 a number, base a name, null None.
+    config = AsrConfig(**{k: yaml.safe_load(v) for k, v in overrides.items()})
     model = load_asr_model(config.model, config.model_path, cpu_threads=config.cpu_threads)
     measure = dict(runs=args.runs, model=model, config=config, dither=args.dither)
     results = []

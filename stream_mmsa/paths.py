@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -23,3 +24,14 @@ def hub_offline() -> bool:
         os.environ.get(var, "").strip().lower() in _TRUE
         for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
+
+
+def packaged_file(package: str, relative: str) -> Path | None:
+    """The file `relative` inside an installed package, or None. Located without importing
+    the package: a weights carrier's own imports (TensorFlow for one) are not ours."""
+    spec = importlib.util.find_spec(package)
+    for root in (spec and spec.submodule_search_locations) or []:
+        candidate = Path(root) / relative
+        if candidate.is_file():
+            return candidate
+    return None

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import io
 import math
 import os
@@ -56,7 +55,7 @@ from torch import nn
 from torch.ao.quantization import fuse_modules
 
 from ..events import Expression, ExpressionLabel
-from ..paths import cache_root
+from ..paths import cache_root, packaged_file
 
 LABELS: tuple[ExpressionLabel, ...] = get_args(ExpressionLabel)
 """FER2013's class order (angry, disgust, fear, happy, sad, surprise, neutral), which the
@@ -91,11 +90,9 @@ def resolve_expression_model(path: str | Path | None = None) -> Path:
     cached = cache_root() / "models" / MODEL_NAME
     if cached.is_file():
         return cached
-    spec = importlib.util.find_spec(_PACKAGE)
-    for root in (spec and spec.submodule_search_locations) or []:
-        packaged = Path(root) / "data" / MODEL_NAME
-        if packaged.is_file():
-            return packaged
+    packaged = packaged_file(_PACKAGE, f"data/{MODEL_NAME}")
+    if packaged is not None:
+        return packaged
     raise FileNotFoundError(
         f"expression model {MODEL_NAME} not found. Options: 1) pass an explicit path "
         f"(FaceExtractor's expression_model); 2) copy the file to {cached} (or set "

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.resources
-import importlib.util
 import math
 import statistics
 import time
@@ -42,7 +40,7 @@ import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
 from ..media.frames import Frame, VideoFrame
-from ..paths import cache_root
+from ..paths import cache_root, packaged_file
 from .base import Extractor, FeatureUpdate, FeatureVector
 from .expression import ExpressionClassifier, resolve_expression_model
 
@@ -86,11 +84,9 @@ def resolve_face_model(path: str | Path | None = None) -> Path:
     cached = cache_root() / "models" / MODEL_NAME
     if cached.is_file():
         return cached
-    spec = importlib.util.find_spec(_PACKAGE)  # locates without importing: the package's
-    for root in (spec and spec.submodule_search_locations) or []:  # own imports are not ours
-        packaged = Path(root) / "models" / MODEL_NAME
-        if packaged.is_file():
-            return packaged
+    packaged = packaged_file(_PACKAGE, f"models/{MODEL_NAME}")
+    if packaged is not None:
+        return packaged
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".part")

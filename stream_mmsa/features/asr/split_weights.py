@@ -10,10 +10,11 @@ to be (Systran's on the Hugging Face hub), or nothing is kept.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from ...paths import packaged_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +45,6 @@ SPLIT_WEIGHTS = {
 """Model name -> the packages that carry it in parts."""
 
 
-def _data(package: str) -> Path | None:
-    """The package's data folder, found without importing it (its imports are not ours)."""
-    spec = importlib.util.find_spec(package)
-    for root in (spec and spec.submodule_search_locations) or []:
-        if (Path(root) / "data").is_dir():
-            return Path(root) / "data"
-    return None
-
-
 def _digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -65,17 +57,18 @@ def assemble(weights: SplitWeights, target: Path) -> Path | None:
     """`target` holding the model, assembled from the installed packages; None when one of
     them is not installed. A file whose digest differs raises FileNotFoundError (the model
     is not there), and nothing is left in `target`."""
-    folders = [_data(p) for p in weights.packages]
-    if any(folder is None for folder in folders):
+    parts = [packaged_file(p, f"data/model.bin.part{i}") for i, p in enumerate(weights.packages, 1)]
+    if any(part is None for part in parts):
         return None
+    folders = [part.parent for part in parts]
     staging = target.with_name(target.name + ".part")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         with (staging / "model.bin").open("wb") as out:
-            for i, folder in enumerate(folders, start=1):
-                with (folder / f"model.bin.part{i}").open("rb") as part:
-                    shutil.copyfileobj(part, out, 1 << 20)
+            for part in parts:
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
         for name in weights.sha256:
             if name != "model.bin":
                 shutil.copyfile(folders[0] / name, staging / name)
