@@ -68,6 +68,7 @@ def face(context: ExtractorContext) -> Extractor:
         adaptive=context.realtime,
         wait=not context.realtime,
         expression=config.face_expression,
+        runtime=config.face_runtime,
     )
 
 

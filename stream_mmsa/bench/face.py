@@ -1,4 +1,5 @@
-"""Face stage cost: landmarker and expression classifier per video frame.
+"""Face stage cost: landmarker and expression classifier per video frame, for each runtime
+of the landmarker (features/face_mesh.py) on the same frames, so their ratio is measured.
 
 Compute only, on every frame of the file decoded beforehand. Wall time is what latency
 sees; CPU time (this process, all threads) is the cost, and moves less when the machine
@@ -14,17 +15,20 @@ import numpy as np
 
 from ..features.expression import resolve_expression_model
 from ..features.face import FaceLandmarks, resolve_face_model
+from ..features.face_mesh import Runtime
 from ..media.frames import VideoFrame
 from .common import decoded, machine
 
 
-def benchmark_face(path: str | Path, model_path: str | Path | None = None) -> dict:
+def benchmark_face(
+    path: str | Path, model_path: str | Path | None = None, runtime: Runtime = "litert"
+) -> dict:
     """Face stage ms per frame over every video frame of `path` (median, p95): landmarker and
     expression classifier together, and the classifier alone on the frames with a face."""
     frames: list[VideoFrame] = decoded(path, VideoFrame)
     if not frames:
         raise ValueError(f"{path} has no video frames")
-    landmarks = FaceLandmarks(resolve_face_model(model_path), resolve_expression_model())
+    landmarks = FaceLandmarks(resolve_face_model(model_path), resolve_expression_model(), runtime)
     try:
         landmarks(frames[0].image, frames[0].time)  # graph warm-up, not counted
         costs, cpu, expression = [], [], []
@@ -37,6 +41,7 @@ def benchmark_face(path: str | Path, model_path: str | Path | None = None) -> di
     finally:
         landmarks.close()
     return {
+        "runtime": runtime,
         "frames": len(costs),
         "face_ratio": round(len(expression) / len(costs), 3),
         "ms_per_frame_median": round(float(np.median(costs)), 2),

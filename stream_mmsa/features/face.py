@@ -1,10 +1,13 @@
-"""Facial expression features: MediaPipe Face Landmarker blendshapes and head pose.
+"""Facial expression features: Face Landmarker blendshapes and head pose.
+
+The landmarker runs the Face Landmarker bundle's models in LiteRT by default or in
+MediaPipe's own graph (`runtime`, features/face_mesh.py); both give this layout.
 
 Layout of each vector (`dim` = 55, float32):
     0..51   the 52 blendshape scores in [0, 1], in MediaPipe's order (`FEATURES[:52]`,
             from `_neutral` to `noseSneerRight`; smiles are 44/45, frowns 30/31);
-    52..54  head pose yaw, pitch, roll in radians, read from the facial transformation
-            matrix as R = Rz(roll) · Ry(yaw) · Rx(pitch) (MediaPipe's camera frame:
+    52..54  head pose yaw, pitch, roll in radians, read from the head rotation as
+            R = Rz(roll) · Ry(yaw) · Rx(pitch) (MediaPipe's camera frame:
             x right, y up, z towards the camera). A head tilted the way an image is
             rotated counter-clockwise gives a positive roll.
 No face-present flag: frames without a face produce no vector but an `absent`
@@ -15,10 +18,10 @@ probabilities of the same face (features/expression.py), for the events and the 
 prior. They stay out of the model's input so that checkpoints trained on the 55
 dimensions keep loading.
 
-Why the scheduling: the landmarker is stateful (VIDEO mode tracks the face between
-frames) and costs ~7 ms a frame on one core, the expression classifier 2-3 ms more, so
-they run on one worker thread per extractor with latest-frame semantics, at a rate that
-adapts to keep their CPU share within `budget_ms × max_fps` per second.
+Why the scheduling: the landmarker is stateful (it tracks the face between frames) and
+costs ~7-9 ms a frame on one core, the expression classifier ~1 ms more, so they run on
+one worker thread per extractor with latest-frame semantics, at a rate that adapts to keep
+their CPU share within `budget_ms × max_fps` per second.
 """
 
 from __future__ import annotations
@@ -35,14 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import mediapipe as mp
 import numpy as np
-from mediapipe.tasks.python import BaseOptions, vision
 
 from ..media.frames import Frame, VideoFrame
 from ..paths import cache_root, packaged_file
 from .base import Extractor, FeatureUpdate, FeatureVector
 from .expression import ExpressionClassifier, resolve_expression_model
+from .face_mesh import Runtime, open_landmarker
 
 BLENDSHAPES = (
     "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
@@ -112,7 +114,8 @@ def resolve_face_model(path: str | Path | None = None) -> Path:
 
 
 def head_pose(matrix: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in radians of a 4x4 face transform, R = Rz(roll)·Ry(yaw)·Rx(pitch)."""
+    """(yaw, pitch, roll) in radians of a 4x4 face transform or its 3x3 rotation,
+    R = Rz(roll)·Ry(yaw)·Rx(pitch)."""
     rotation = matrix[:3, :3] / np.linalg.norm(matrix[:3, :3], axis=0)  # drop any scale
     yaw = math.asin(float(np.clip(-rotation[2, 0], -1.0, 1.0)))
     pitch = math.atan2(rotation[2, 1], rotation[2, 2])
@@ -128,49 +131,41 @@ class FaceReading(NamedTuple):
 
 
 class FaceLandmarks:
-    """The synchronous core: one landmarker in VIDEO mode (and the expression classifier on
-    its face when `expression_path` is given), image in, FaceReading out.
+    """The synchronous core: one tracking landmarker (features/face_mesh.py, `runtime`) and
+    the expression classifier on its face when `expression_path` is given; image in,
+    FaceReading out.
 
     Not thread-safe; use it from one thread. `last_ms` is the time the last call spent in
-    MediaPipe and the classifier, the figure the adaptive rate and the benchmark use.
+    the landmarker and the classifier, the figure the adaptive rate and the benchmark use.
     """
 
-    def __init__(self, model_path: str | Path, expression_path: str | Path | None = None) -> None:
-        options = vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path)),
-            running_mode=vision.RunningMode.VIDEO,
-            num_faces=1,
-            output_face_blendshapes=True,
-            output_facial_transformation_matrixes=True,
-        )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+    def __init__(
+        self,
+        model_path: str | Path,
+        expression_path: str | Path | None = None,
+        runtime: Runtime = "litert",
+    ) -> None:
+        self._landmarker = open_landmarker(model_path, runtime)
         self.expression = None if expression_path is None else ExpressionClassifier(expression_path)
-        self._last_ts = -1
         self.last_ms = 0.0
 
     def __call__(self, image: np.ndarray, at: float) -> FaceReading | None:
         """The face in `image` (RGB uint8) seen at session time `at`, or None."""
-        self._last_ts = max(round(at * 1000), self._last_ts + 1)  # VIDEO mode: strictly rising
-        image = np.ascontiguousarray(image)
-        frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
         start = time.perf_counter()
-        result = self._landmarker.detect_for_video(frame, self._last_ts)
-        if not result.face_blendshapes:
+        mesh = self._landmarker(image, at)
+        if mesh is None:
             self.last_ms = (time.perf_counter() - start) * 1000
             return None
-        vector = np.zeros(DIM, dtype=np.float32)
-        for category in result.face_blendshapes[0]:
-            vector[category.index] = category.score
-        vector[len(BLENDSHAPES) :] = head_pose(np.asarray(result.facial_transformation_matrixes[0]))
+        vector = np.empty(DIM, dtype=np.float32)
+        vector[: len(BLENDSHAPES)] = mesh.blendshapes
+        vector[len(BLENDSHAPES) :] = head_pose(mesh.rotation)
         expression = None
         if self.expression is not None:
-            points = np.array([(p.x, p.y) for p in result.face_landmarks[0]], dtype=np.float32)
-            expression = self.expression(image, points)
+            expression = self.expression(image, mesh.landmarks[:, :2])
         self.last_ms = (time.perf_counter() - start) * 1000
         return FaceReading(vector, expression)
 
     def close(self) -> None:
-        """Release the graph now: MediaPipe's own finaliser fails at interpreter exit."""
         self._landmarker.close()
 
 
@@ -211,6 +206,7 @@ class FaceExtractor(Extractor):
         wait: bool = False,
         expression: bool = True,
         expression_model: str | Path | None = None,
+        runtime: Runtime = "litert",
     ) -> None:
         """`adaptive=False` keeps `max_fps` whatever the landmarker costs: offline runs then
         analyse the same frames on any machine (the rate otherwise follows measured time).
@@ -226,7 +222,7 @@ class FaceExtractor(Extractor):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="face")
         # Loads (~0.4 s) on the worker thread right away, so the first frame does not wait.
         self._landmarks = self._executor.submit(
-            FaceLandmarks, self.model_path, self.expression_path
+            FaceLandmarks, self.model_path, self.expression_path, runtime
         )
         self._closed = False
         self._times: deque[float] = deque(maxlen=9)
