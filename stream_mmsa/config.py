@@ -151,7 +151,8 @@ class EngineConfig(_Section):
     face_runtime: Runtime = Field(
         "litert",
         description="what runs the Face Landmarker's models (features/face_mesh.py): 'litert' "
-        "(the same models, without MediaPipe's graph: ~35 % less time a frame) or 'mediapipe'",
+        "(the same models without MediaPipe's graph, 1.3-1.5x faster: "
+        "benchmarks/face_runtimes.py) or 'mediapipe'",
     )
     face_expression: bool = Field(
         True,

@@ -51,3 +51,44 @@ def benchmark_face(
         "expression_ms_per_face_p95": round(float(np.percentile(expression, 95)), 2),
         **machine(),
     }
+
+
+def compare_runtimes(path: str | Path, model_path: str | Path | None = None) -> dict:
+    """The LiteRT runtime against MediaPipe's graph on every frame of `path`: how often they
+    find the same faces, how far apart their blendshapes (absolute), head pose (degrees)
+    and expression's top class are, and what each costs a frame (landmarker + expression)."""
+    frames: list[VideoFrame] = decoded(path, VideoFrame)
+    readings, ms = {}, {}
+    for runtime in ("litert", "mediapipe"):
+        landmarks = FaceLandmarks(
+            resolve_face_model(model_path), resolve_expression_model(), runtime
+        )
+        try:
+            readings[runtime], costs = [], []
+            for frame in frames:
+                readings[runtime].append(landmarks(frame.image, frame.time))
+                costs.append(landmarks.last_ms)
+        finally:
+            landmarks.close()
+        ms[runtime] = round(float(np.median(costs[1:])), 2)
+    pairs = list(zip(readings["litert"], readings["mediapipe"], strict=True))
+    both = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if not both:
+        raise ValueError(f"no frame of {path} has a face for both runtimes")
+    blendshapes = np.array([np.abs(a.vector[:52] - b.vector[:52]) for a, b in both])
+    pose = np.degrees([np.abs(a.vector[52:] - b.vector[52:]) for a, b in both]).mean(axis=0)
+    return {
+        "clip": Path(path).name,
+        "frames": len(frames),
+        "faces_both": len(both),
+        "faces_either": sum(a is not None or b is not None for a, b in pairs),
+        "blendshape_diff_mean": round(float(blendshapes.mean()), 4),
+        "blendshape_diff_p95": round(float(np.percentile(blendshapes, 95)), 4),
+        "pose_diff_deg": dict(
+            zip(("yaw", "pitch", "roll"), np.round(pose, 2).tolist(), strict=True)
+        ),
+        "same_top_expression": round(
+            float(np.mean([a.expression.argmax() == b.expression.argmax() for a, b in both])), 3
+        ),
+        "ms_per_frame": ms,
+    }
