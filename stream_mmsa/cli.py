@@ -319,6 +319,10 @@ def bench(
         typer.Option(help="sessions stage without SOURCE: seconds of continuous MOSI speech"),
     ] = 60.0,
     runs: Annotated[int, typer.Option(min=1, help="sessions stage: runs of each N")] = 1,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="engine override, e.g. engine.face_runtime=mediapipe"),
+    ] = None,
     readme: Annotated[
         bool, typer.Option(help="write the tables into ./README.md's bench blocks")
     ] = False,
@@ -328,7 +332,16 @@ def bench(
 
     `--stages sessions` runs N live sessions at once (files, or WebRTC peers in a child
     process) on continuous speech made from MOSI valid transcripts under the sample's face.
+    `--set` measures another configuration; the README's blocks keep the default one's.
     """
+    from .config import load_config
+
+    if readme and overrides:
+        raise _fail("--readme records the default configuration: drop --set or --readme")
+    try:
+        engine = load_config(None, overrides or []).engine
+    except (ConfigError, ValueError) as error:
+        raise _fail(str(error)) from None
     chosen = [s.strip() for s in stages.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in BENCH_STAGES + EXTRA_STAGES]
     if unknown or not chosen:
@@ -338,13 +351,12 @@ def bench(
     chosen_transports = [t.strip() for t in transports.split(",") if t.strip()]
     from .bench import markdown, run_bench
     from .bench.sessions import TRANSPORTS, SessionsPlan
-    from .config import EngineConfig
     from .paths import SAMPLE
 
     if not chosen_transports or set(chosen_transports) - set(TRANSPORTS):
         raise _fail(f"--transports: choose from {', '.join(TRANSPORTS)}")
     plan = SessionsPlan(counts, chosen_transports, source, clip_seconds, runs)
-    results = run_bench(source or SAMPLE, EngineConfig(), chosen, plan)
+    results = run_bench(source or SAMPLE, engine, chosen, plan)
     print(markdown(results))
     if readme:
         _write_bench_blocks(results, source, stages, sessions, transports, runs, clip_seconds)

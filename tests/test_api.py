@@ -202,6 +202,14 @@ def test_bench_refuses_unknown_stages() -> None:
     assert result.exit_code == 2 and "choose from" in result.output
 
 
+def test_bench_overrides_are_checked_and_kept_out_of_the_readme() -> None:
+    result = runner.invoke(app, ["bench", "--stages", "face", "--set", "engine.face_runtime=onnx"])
+    assert result.exit_code == 2 and "face_runtime" in result.output
+    args = ["bench", "--readme", "--set", "engine.face_runtime=mediapipe"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "drop --set or --readme" in result.output
+
+
 def test_eval_csv_appends_rows_in_mmsa_layout(tmp_path: Path, monkeypatch) -> None:
     metrics = dict.fromkeys(TABLE_METRICS, 0.5) | {"MAE": 0.8234, "Non0_acc_2": 0.84262}
     rows = [EvalRow("complete", "gate", metrics, 0.0), EvalRow("complete", "never", metrics, 0.0)]
