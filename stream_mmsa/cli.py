@@ -378,6 +378,7 @@ def _write_bench_blocks(
     bench-sessions, each with the command that made it."""
     from .bench import markdown
     from .bench.sessions import readme_block
+    from .bench.suite import host_line
     from .train.readme import write_block
 
     readme, named = Path("README.md"), f" {source}" if source else ""
@@ -393,7 +394,8 @@ def _write_bench_blocks(
             f"--transports {transports} --runs {runs} --readme"
             + ("" if source else f" --clip-seconds {clip_seconds:g}")
         )
-        blocks["bench-sessions"] = readme_block(results["sessions"], command)
+        host = host_line(results["host_ms"]) if "host_ms" in results else ""
+        blocks["bench-sessions"] = readme_block(results["sessions"], command, host)
     for name, body in blocks.items():
         if not write_block(readme, name, body):
             console.print(f"README.md has no {name} block here: nothing written")

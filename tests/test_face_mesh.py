@@ -76,6 +76,18 @@ def test_one_euro_filter_calms_a_still_face_and_follows_a_moving_one() -> None:
     assert np.array_equal(moving(1.0, face), face)  # a new track starts where it is seen
 
 
+def test_a_file_that_is_not_the_bundle_is_refused(tmp_path: Path) -> None:
+    not_zip = tmp_path / "face_landmarker.task"
+    not_zip.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="is not a Face Landmarker bundle"):
+        open_landmarker(not_zip)
+    partial = tmp_path / "partial.task"
+    with zipfile.ZipFile(partial, "w") as archive:
+        archive.writestr("face_detector.tflite", b"")
+    with pytest.raises(ValueError, match=r"no item named 'face_landmarks_detector\.tflite'"):
+        open_landmarker(partial)
+
+
 def test_unknown_runtime_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown face runtime"):
         open_landmarker(resolve_face_model(), "onnx")  # type: ignore[arg-type]

@@ -417,11 +417,13 @@ def _drops(row: dict) -> str:
     return f"{extra['video_replaced']:.0%}, {extra['audio_dropped']:.0f}"
 
 
-def readme_block(results: dict, command: str) -> str:
-    """The README's sessions table: the command, the clip, the machine, the figures."""
+def readme_block(results: dict, command: str, host: str = "") -> str:
+    """The README's sessions table: the command, the clip, the machine (`host`: how fast
+    it ran, bench.suite.host_line), the figures."""
     return (
         f"`{command}` on {results['clip']}, {results['cpus']} CPUs "
         f"(run 1 / run 2 / …; the first 4 s of each session excluded from latency; "
         f"cores/session = the engine process's CPU time / (N × wall time); WebRTC peers run "
         f"in a child process, not counted):\n\n{markdown(results)}\n"
+        + (f"\n{host}\n" if host else "")
     )

@@ -140,10 +140,15 @@ def markdown(results: dict) -> str:
     load = results.get("load_before", (0, 0, 0))
     lines.append(f"\nLoad average before the run: {load[0]:.2f} (1 min) on {os.cpu_count()} CPUs.")
     if "host_ms" in results:
-        before, after = results["host_ms"]
-        lines[-1] += (
-            f" Reference workload (one thread, bench/common.py host_speed_ms) {before:.1f} ms "
-            f"before, {after:.1f} ms after: a slower host scales every figure; compare runs "
-            "by it, not by the load average alone."
-        )
+        lines[-1] += " " + host_line(results["host_ms"])
     return "\n".join(lines)
+
+
+def host_line(host_ms: tuple[float, float]) -> str:
+    """The reference workload before and after a run: what makes two runs comparable."""
+    before, after = host_ms
+    return (
+        f"Reference workload (one thread, bench/common.py host_speed_ms) {before:.1f} ms "
+        f"before, {after:.1f} ms after: a slower host scales every figure; compare runs "
+        "by it, not by the load average alone."
+    )

@@ -57,6 +57,13 @@ ROI_SCALE = 1.5
 MIN_SCORE = 0.5  # detection score, and face presence in the tracked region
 MERGE_IOU = 0.3
 DETECTOR_SIZE, MESH_SIZE = 128, 256
+BUNDLE = (
+    "face_detector.tflite",
+    "face_landmarks_detector.tflite",
+    "face_blendshapes.tflite",
+    "geometry_pipeline_metadata_landmarks.binarypb",
+)
+"""The files of the bundle the LiteRT runtime reads, in the order it reads them."""
 
 
 class FaceMesh(NamedTuple):
@@ -278,11 +285,16 @@ class LiteRtLandmarker:
     """
 
     def __init__(self, bundle: str | Path) -> None:
-        with zipfile.ZipFile(bundle) as archive:
-            self._detector = _Model(archive.read("face_detector.tflite"))
-            self._mesh = _Model(archive.read("face_landmarks_detector.tflite"))
-            self._blendshapes = _Model(archive.read("face_blendshapes.tflite"))
-            metadata = archive.read("geometry_pipeline_metadata_landmarks.binarypb")
+        try:
+            with zipfile.ZipFile(bundle) as archive:
+                detector, mesh, blendshapes, metadata = (archive.read(name) for name in BUNDLE)
+        except (zipfile.BadZipFile, KeyError) as error:
+            raise ValueError(
+                f"{bundle} is not a Face Landmarker bundle (face_landmarker.task holds "
+                f"{', '.join(BUNDLE)}): {error}"
+            ) from None
+        self._detector, self._mesh = _Model(detector), _Model(mesh)
+        self._blendshapes = _Model(blendshapes)
         canonical, ids, weights = canonical_face(metadata)
         self._basis, self._weights = ids, weights / weights.sum()
         self._canonical = canonical[ids] - self._weights @ canonical[ids]
