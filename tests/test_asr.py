@@ -294,6 +294,12 @@ def test_no_speech_and_truncated_hypotheses_are_guarded() -> None:
     core = TranscriberCore(Scripted(budget), fast_config())
     assert texts(run(core, noise(CHUNK_S))[0].interim) == ["one"]
 
+    # The budget ran out in a loop the guards cut (zero-length repeats): the word before
+    # the loop is whole and stays (it used to go with the loop, losing sentence ends).
+    looped = words(("so", 0.0, 0.1), ("happy", 0.1, 0.2), ("so", 0.2, 0.2), ("happy", 0.2, 0.2))
+    core = TranscriberCore(Scripted(Hypothesis(looped, truncated=True)), fast_config())
+    assert texts(run(core, noise(CHUNK_S))[0].interim) == ["so", "happy"]
+
 
 def test_words_in_the_padding_are_dropped() -> None:
     hyp = words(("real", 0.0, 0.3), ("ghost", CHUNK_S + 0.5, CHUNK_S + 0.6))

@@ -76,8 +76,9 @@ NOISES, REVERB, REVERBERANCE = (0.0005, 0.006), 0.5, (15, 60)
 """Room noise amplitude range; share of utterances with sox reverb, and its reverberance (%)."""
 LEAD, TAIL, NOISE, SEED = 0.5, 1.0, 0.002, 7
 """Silence before and after each utterance (s), the fixed voice's noise amplitude, the seed."""
-VERSION = 2
-"""Bump when what a stored window holds changes (2: voices drawn per utterance)."""
+VERSION = 3
+"""Bump when what a stored window holds changes (2: voices drawn per utterance; 3: the
+recogniser keeps the whole words before a loop its token budget ran out in)."""
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,9 @@ class TranscriberCore:
         # A loop may start by repeating the forced prefix: check it together with the new words.
         kept = len(cut_repetition(self._context + words)) - len(self._context)
         words = words[: max(kept, 0)]
-        if hyp.truncated:
+        if hyp.truncated and len(words) == len(hyp.words):
+            # The budget ran out inside the last word. When the guards above already cut a
+            # loop, the budget ran out in the loop: the words before it are whole.
             words = words[:-1]
         words = cut_echo(self._recent_words(), words)
         if len(words) < len(hyp.words):
