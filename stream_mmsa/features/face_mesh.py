@@ -9,7 +9,8 @@ tracked, the next frame's region comes from this frame's landmarks.
 - `LiteRtLandmarker` (default) runs the models in LiteRT on one thread with the glue
   written here (detector decoding, regions, blendshape input, pose). MediaPipe's graph
   spends ~4 ms a frame around the same models on these cores; without it the face stage
-  fits DESIGN.md's 10 ms with the expression classifier (`stream-mmsa bench --stages face`).
+  is 1.3-1.4× faster, at DESIGN.md's 10 ms with the expression classifier on the slower
+  host the README's tables were last measured on (`stream-mmsa bench --stages face`).
 - `MediaPipeLandmarker` is Google's own graph (`mediapipe.tasks` FaceLandmarker in VIDEO
   mode), the reference the LiteRT runtime is checked against on the bundled sample
   (tests/test_face.py: blendshapes within 0.01 on average, head pose within a few degrees).
