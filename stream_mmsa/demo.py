@@ -45,17 +45,19 @@ class SentenceReading:
         return (self.mean > 0) == (self.polarity == "positive")
 
 
-def sentence_scores(events: Iterable[dict], sentences: list[dict]) -> list[list[float]]:
-    """Per sentence of a sidecar, the scores of the sentiment events whose window ends
-    between HEARD_S into it and AFTER_S past its end."""
+def sentence_windows(events: Iterable[dict], sentences: list[dict]) -> list[list[dict]]:
+    """Per sentence of a sidecar, the sentiment events whose window ends between HEARD_S
+    into it and AFTER_S past its end."""
     windows = [e for e in events if e["type"] == "sentiment"]
-    scores = []
-    for sentence in sentences:
-        start, end = sentence["start"] + HEARD_S, sentence["end"] + AFTER_S
-        scores.append(
-            [e["sentiment"]["score"] for e in windows if start <= e["window"]["end"] <= end]
-        )
-    return scores
+    return [
+        [e for e in windows if s["start"] + HEARD_S <= e["window"]["end"] <= s["end"] + AFTER_S]
+        for s in sentences
+    ]
+
+
+def sentence_scores(events: Iterable[dict], sentences: list[dict]) -> list[list[float]]:
+    """Per sentence, the scores of its windows (`sentence_windows`)."""
+    return [[e["sentiment"]["score"] for e in w] for w in sentence_windows(events, sentences)]
 
 
 def sentence_readings(events: Iterable[dict], sentences: list[dict]) -> list[SentenceReading]:

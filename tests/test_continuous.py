@@ -53,6 +53,18 @@ def test_readme_block_names_the_command_and_the_paired_intervals() -> None:
         [],
         ["engine.window.text_context=0"],
         {"--fast": difference, "real time": difference},
+        {
+            "behind": {
+                "windows": 3,
+                "share": 0.5,
+                "fast_acc": 0.7,
+                "fast_mae": 1.0,
+                "live_acc": 0.6,
+                "live_mae": 1.2,
+                "words_short": 2.0,
+                "gap_points": 5.0,
+            }
+        },
     )
     assert body.startswith(
         "`python -m stream_mmsa.train.continuous --config configs/engine.yaml --readme "
@@ -62,3 +74,40 @@ def test_readme_block_names_the_command_and_the_paired_intervals() -> None:
     assert "| real time, per utterance (223) |" in body
     assert "window MAE -0.01 [-0.03, +0.01]" in body and "paired over 223 utterances" in body
     assert "\n\nreal time, minus `engine.window.text_context=0`, paired" in body
+    assert (
+        "| a beginning of the --fast text (words not yet heard) | 3 (50%) | 70.0 / 1.000 " in body
+    )
+
+
+def test_text_relation_compares_words_without_case_or_punctuation() -> None:
+    assert continuous.text_relation("I loved it.", "i loved it") == "same"
+    assert continuous.text_relation("I loved", "I loved it.") == "behind"
+    assert continuous.text_relation("", "I loved it.") == "behind"
+    assert continuous.text_relation("I hated it", "I loved it.") == "other words"
+    assert continuous.text_relation("What a waste. I", "I loved it.") == "starts elsewhere"
+
+
+def test_text_breakdown_parts_add_up_to_the_accuracy_gap() -> None:
+    from stream_mmsa.train.metrics import mosi_metrics
+
+    label = np.array([2.0, 2.0, -1.0, -1.0, 0.0, 1.5], np.float32)
+    fast = np.array([1.0, 1.5, -0.5, -2.0, 0.3, 1.0], np.float32)
+    live = np.array([1.0, -0.5, 0.5, -2.0, -0.3, -1.0], np.float32)
+    groups = {"a": [0, 1], "b": [2, 3], "c": [4, 5]}
+    fast_texts = ["so good", "so good here", "bad", "bad film", "ok", "fine"]
+    live_texts = ["so good", "so", "the ending bad", "bad movie", "", "nice"]
+    breakdown = continuous.text_breakdown(
+        ((fast, label, groups), fast_texts), ((live, label, groups), live_texts)
+    )
+    assert list(breakdown) == ["same", "behind", "other words", "starts elsewhere"]
+    assert [b["windows"] for b in breakdown.values()] == [1, 2, 1, 2]
+    assert breakdown["behind"]["words_short"] == 1.5  # "so" of 3 words; "" of 1
+    gap = mosi_metrics(fast, label)["Non0_acc_2"] - mosi_metrics(live, label)["Non0_acc_2"]
+    parts = sum(b["gap_points"] for b in breakdown.values())
+    assert abs(parts - 100 * gap) < 1e-6 and gap > 0
+    lines = continuous.breakdown_table(breakdown)
+    assert lines[2].startswith("| the same words | 1 (17%) | 100.0 / 1.000 | 100.0 / 1.000 |")
+    with pytest.raises(ValueError, match="cannot pair"):
+        continuous.text_breakdown(
+            ((fast, label, groups), fast_texts), ((live, label, {"a": [0]}), live_texts)
+        )

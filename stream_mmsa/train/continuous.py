@@ -9,7 +9,7 @@ voices (`bench.speech.make_continuous_speech`), played through a real Session as
 `run --fast` plays a file and (`--realtime`) at its own pace, as a microphone gives it,
 audio only (vision is missing throughout), and each window is scored against the label of
 the utterance it ends in (from 1 s into it to 0.5 s after it, as the sample's sentences are
-read: `demo.sentence_scores`).
+read: `demo.sentence_windows`).
 
     python -m stream_mmsa.train.continuous --config configs/engine.yaml [--realtime]
         [--set K=V ...] [--against K=V ...] [--readme]
@@ -32,10 +32,12 @@ from tqdm import tqdm
 
 from ..bench.speech import MOSI_LABELS, VOICES, make_continuous_speech, mosi_rows
 from ..config import EngineConfig, load_config
-from ..demo import sentence_scores
+from ..demo import sentence_windows
+from ..features.asr.guards import normalize_word
 from ..live import file_events
 from ..paths import cache_root
 from ..windowing import window_count
+from .metrics import mosi_metrics
 from .readme import publish
 from .spoken import Scored, grouped_metrics, interval_text, metrics_table, paired_bootstrap
 
@@ -67,21 +69,110 @@ async def _events(engine: EngineConfig, wav: Path, duration: float, realtime: bo
         bar.close()
 
 
+def talk_events(
+    engine: EngineConfig, duration_s: float = math.inf, realtime: bool = False
+) -> tuple[list[dict], list[dict]]:
+    """The talk's events through one session, and its utterances with their times.
+    `realtime`: played at its own pace, with the recogniser's lag and late text as live
+    (as long as the talk takes)."""
+    wav, utterances = continuous_clip(duration_s)
+    return asyncio.run(_events(engine, wav, utterances[-1]["end"] + GAP_S, realtime)), utterances
+
+
+def score_windows(events: list[dict], utterances: list[dict]) -> tuple[Scored, list[str]]:
+    """Every window that falls in an utterance: its score, the utterance's label and the
+    positions of each utterance's windows; and each such window's transcript, in order."""
+    pred, label, texts, groups = [], [], [], {}
+    for utterance, windows in zip(utterances, sentence_windows(events, utterances), strict=True):
+        if windows:
+            groups[utterance["id"]] = list(range(len(pred), len(pred) + len(windows)))
+            pred += [e["sentiment"]["score"] for e in windows]
+            texts += [e["transcript"] for e in windows]
+            label += [utterance["label"]] * len(windows)
+    return (np.array(pred, np.float32), np.array(label, np.float32), groups), texts
+
+
 def score_talk(
     engine: EngineConfig, duration_s: float = math.inf, realtime: bool = False
 ) -> Scored:
-    """Every window that falls in an utterance of the talk: its score, the utterance's
-    label, and the positions of each utterance's windows. `realtime`: played at its own
-    pace, with the recogniser's lag and late text as live (as long as the talk takes)."""
-    wav, utterances = continuous_clip(duration_s)
-    events = asyncio.run(_events(engine, wav, utterances[-1]["end"] + GAP_S, realtime))
-    pred, label, groups = [], [], {}
-    for utterance, scores in zip(utterances, sentence_scores(events, utterances), strict=True):
-        if scores:
-            groups[utterance["id"]] = list(range(len(pred), len(pred) + len(scores)))
-            pred += scores
-            label += [utterance["label"]] * len(scores)
-    return np.array(pred, np.float32), np.array(label, np.float32), groups
+    """`score_windows` of the talk's events (`talk_events`), without the texts."""
+    return score_windows(*talk_events(engine, duration_s, realtime))[0]
+
+
+TEXT_RELATIONS = {
+    "same": "the same words",
+    "behind": "a beginning of the --fast text (words not yet heard)",
+    "other words": "the same start, other words after it",
+    "starts elsewhere": "another start (such as the sentence before, its end not yet known)",
+}
+"""How a live window's text relates to the --fast window's, in the order they are tested."""
+
+
+def text_relation(live: str, fast: str) -> str:
+    """Which of TEXT_RELATIONS the live window's text is to the --fast one (words compared
+    without case or punctuation)."""
+    live_words = [w for w in map(normalize_word, live.split()) if w]
+    fast_words = [w for w in map(normalize_word, fast.split()) if w]
+    if live_words == fast_words:
+        return "same"
+    if fast_words[: len(live_words)] == live_words:
+        return "behind"
+    if live_words and fast_words and live_words[0] == fast_words[0]:
+        return "other words"
+    return "starts elsewhere"
+
+
+def text_breakdown(
+    fast: tuple[Scored, list[str]], live: tuple[Scored, list[str]]
+) -> dict[str, dict[str, float]]:
+    """Per TEXT_RELATIONS class of the live windows: their share, Non0_acc_2 and MAE at both
+    paces, how many words the live text is short of the --fast one, and the class's part of
+    the Non0_acc_2 gap (its share of the nonzero-labelled windows × its accuracy difference:
+    the parts add up to the whole gap)."""
+    (fast_pred, label, groups), fast_texts = fast
+    (live_pred, _, live_groups), live_texts = live
+    if live_groups != groups:
+        raise ValueError("the live talk's windows are not the --fast talk's: cannot pair them")
+    relations = np.array([text_relation(a, b) for a, b in zip(live_texts, fast_texts, strict=True)])
+    shortfall = np.array(
+        [len(b.split()) - len(a.split()) for a, b in zip(live_texts, fast_texts, strict=True)]
+    )
+    nonzero = label != 0
+    breakdown = {}
+    for relation in TEXT_RELATIONS:
+        picked = relations == relation
+        if not picked.any():
+            continue
+        fast_m, live_m = (mosi_metrics(p[picked], label[picked]) for p in (fast_pred, live_pred))
+        part = (picked & nonzero).sum() / max(nonzero.sum(), 1)
+        breakdown[relation] = {
+            "windows": int(picked.sum()),
+            "share": float(picked.mean()),
+            "fast_acc": fast_m["Non0_acc_2"],
+            "fast_mae": fast_m["MAE"],
+            "live_acc": live_m["Non0_acc_2"],
+            "live_mae": live_m["MAE"],
+            "words_short": float(shortfall[picked].mean()),
+            "gap_points": float(100 * part * (fast_m["Non0_acc_2"] - live_m["Non0_acc_2"])),
+        }
+    return breakdown
+
+
+def breakdown_table(breakdown: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown lines of `text_breakdown`."""
+    lines = [
+        "| live text, against the --fast window's | windows | --fast Non0_acc_2 / MAE "
+        "| real time Non0_acc_2 / MAE | words short | points of the gap |",
+        "|---|---|---|---|---|---|",
+    ]
+    for relation, b in breakdown.items():
+        lines.append(
+            f"| {TEXT_RELATIONS[relation]} | {b['windows']} ({b['share']:.0%}) "
+            f"| {100 * b['fast_acc']:.1f} / {b['fast_mae']:.3f} "
+            f"| {100 * b['live_acc']:.1f} / {b['live_mae']:.3f} "
+            f"| {b['words_short']:+.1f} | {b['gap_points']:.1f} |"
+        )
+    return lines
 
 
 def _metrics(scored: Scored) -> dict[str, dict[str, float]]:
@@ -95,9 +186,11 @@ def readme_block(
     set_: Sequence[str],
     against: Sequence[str] | None,
     differences: dict[str, dict],
+    breakdown: dict[str, dict[str, float]] | None = None,
 ) -> str:
     """README's continuous-MOSI table, a row per pace ("--fast", "real time") and level,
-    with the command and, given a baseline, the paired intervals at each pace."""
+    with the command, given a baseline the paired intervals at each pace, and given both
+    paces where the real-time windows lose to the --fast ones (`text_breakdown`)."""
     command = "python -m stream_mmsa.train.continuous --config configs/engine.yaml --readme"
     command += " --realtime" if "real time" in rows else ""
     command += "".join(f" --set {s}" for s in set_)
@@ -117,6 +210,14 @@ def readme_block(
             f"{difference['utterances']['count']:.0f} utterances (95 % bootstrap intervals): "
             + interval_text(difference)
             + ".",
+        ]
+    if breakdown:
+        lines += [
+            "",
+            "Where real time loses, window by window: each live window's text against the "
+            "--fast window's at the same time (same recogniser, same model):",
+            "",
+            *breakdown_table(breakdown),
         ]
     return "\n".join(lines) + "\n"
 
@@ -138,16 +239,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--realtime",
         action="store_true",
         help="also play the talk at its own pace (as long as it is, ~14 min), recogniser lag "
-        "and late text included, and report those windows too (and --against's, paired)",
+        "and late text included, and report those windows too (and --against's, paired), "
+        "with where they lose to the --fast ones (their text against the --fast text)",
     )
     parser.add_argument("--readme", action="store_true", help="write README.md's block")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     torch.set_num_threads(config.train.threads)
     paces = {"--fast": False} | ({"real time": True} if args.realtime else {})
-    tried = {pace: score_talk(config.engine, realtime=live) for pace, live in paces.items()}
+    talks = {
+        pace: score_windows(*talk_events(config.engine, realtime=live))
+        for pace, live in paces.items()
+    }
+    tried = {pace: scored for pace, (scored, _) in talks.items()}
     rows = {pace: _metrics(scored) for pace, scored in tried.items()}
     print(json.dumps(rows, indent=2))
+    breakdown = text_breakdown(talks["--fast"], talks["real time"]) if args.realtime else None
+    if breakdown:
+        print("\n".join(breakdown_table(breakdown)))
     differences = {}
     if args.against:
         baseline = load_config(args.config, args.against).engine
@@ -158,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpoint = config.engine.checkpoint or EngineConfig().checkpoint
         publish(
             "continuous-mosi",
-            readme_block(rows, checkpoint, args.set, args.against, differences),
+            readme_block(rows, checkpoint, args.set, args.against, differences, breakdown),
         )
 
 
