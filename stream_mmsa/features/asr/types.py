@@ -85,7 +85,10 @@ class AsrConfig:
     min_window_s: float = 2.0
     """First decode of an utterance waits for this much audio. On continuous speech the 1 s
     first decodes committed nothing (15 of 15) and often looped on the prompt: they were a
-    quarter of the decodes, and dropping them kept the text and the median commit latency."""
+    quarter of the decodes, and dropping them kept the text and the median commit latency.
+    It also leaves a live window at an utterance's start holding the sentence before (README,
+    continuous-mosi), yet 1 or 1.5 s read that talk no better live and worse at --fast: the
+    opening words heard in so little audio are often wrong, and they stay."""
     context_s: float = 0.5
     """Committed audio kept before the tail and forced as decoder prefix (0: cut at commits).
     Each forced token costs a decoder step, as a new one does."""
@@ -118,6 +121,10 @@ class AsrConfig:
     loops on short windows (12 of 20 test windows looped unpadded, 1 of 20 with 2 s); 1 s
     keeps the continuous-speech WER and encodes a third less per window than 2 s."""
     max_tokens_per_s: float = 7.0
+    """A decode's token budget per second of new audio (plus 4): where a loop stops. 4 saved 3 %
+    of the streamer's CPU on the continuous talk at the same WER (`bench_asr.py --clips
+    continuous --dither 4 --set max_tokens_per_s=4`): its cost over one offline pass is the
+    re-decoded overlap, not the loops."""
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
