@@ -123,8 +123,8 @@ class AsrConfig:
     max_tokens_per_s: float = 7.0
     """A decode's token budget per second of new audio (plus 4): where a loop stops. 4 saved 3 %
     of the streamer's CPU on the continuous talk at the same WER (`bench_asr.py --clips
-    continuous --dither 4 --set max_tokens_per_s=4`): its cost over one offline pass is the
-    re-decoded overlap, not the loops."""
+    continuous --dither 4 --set max_tokens_per_s=4`): the loops are not where its cost over
+    one offline pass goes (most likely the re-decoded overlap of successive windows)."""
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
