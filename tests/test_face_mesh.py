@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from stream_mmsa.bench.face import compare_runtimes
+from stream_mmsa.bench.face import benchmark_face, compare_runtimes
 from stream_mmsa.features.face import resolve_face_model
 from stream_mmsa.features.face_mesh import (
     BLENDSHAPE_INPUT,
@@ -86,6 +86,16 @@ def test_a_file_that_is_not_the_bundle_is_refused(tmp_path: Path) -> None:
         archive.writestr("face_detector.tflite", b"")
     with pytest.raises(ValueError, match=r"no item named 'face_landmarks_detector\.tflite'"):
         open_landmarker(partial)
+
+
+def test_a_file_without_video_is_refused_before_any_model_loads(tmp_path: Path) -> None:
+    from scipy.io import wavfile
+
+    audio_only = tmp_path / "speech.wav"
+    wavfile.write(audio_only, 16000, np.zeros(16000, np.int16))
+    for measure in (benchmark_face, compare_runtimes):
+        with pytest.raises(ValueError, match="fewer than 2 video frames"):
+            measure(audio_only)
 
 
 def test_unknown_runtime_is_refused() -> None:
